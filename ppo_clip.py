@@ -1064,8 +1064,9 @@ def train(args):
                 stats = update(agent, optimizers, algorithm_state, batch, args, progress)
                 stats["explained_variance"] = explained_variance(batch.values, batch.returns)
                 if not all(math.isfinite(v) for k, v in stats.items() if k != "explained_variance"):
-                    raise TrainingDiverged(f"non-finite loss at step {global_step:,} ({stats}); "
-                                           f"the last good checkpoint is {checkpoint_path}")
+                    kept = (f"the last good checkpoint is {checkpoint_path}" if checkpoint_path.exists()
+                            else "no checkpoint had been written yet")
+                    raise TrainingDiverged(f"non-finite loss at step {global_step:,} ({stats}); {kept}")
                 if args.norm_obs:
                     # Only now, after the update: the policy that acted and the one the
                     # update started from saw observations normalized the same way.
