@@ -35,19 +35,24 @@ class Corridor(gym.Env):
 
 
 class NanReward(gym.Env):
-    """Gives a NaN reward after a few steps: training must stop cleanly."""
+    """Rewards 1 until its 200th step in all, NaN after: training must stop
+    cleanly and keep the checkpoint written before the NaN arrived."""
 
     observation_space = spaces.Box(-1.0, 1.0, (3,), np.float32)
     action_space = spaces.Discrete(2)
+    GOOD_STEPS = 200
+
+    def __init__(self):
+        self.total_steps = 0
 
     def reset(self, *, seed=None, options=None):
         super().reset(seed=seed)
-        self.t = 0
         return np.zeros(3, np.float32), {}
 
     def step(self, action):
-        self.t += 1
-        return np.zeros(3, np.float32), float("nan") if self.t > 10 else 1.0, False, self.t >= 50, {}
+        self.total_steps += 1
+        reward = 1.0 if self.total_steps <= self.GOOD_STEPS else float("nan")
+        return np.zeros(3, np.float32), reward, False, self.total_steps % 10 == 0, {}
 
 
 class _Unsupported(gym.Env):

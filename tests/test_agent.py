@@ -1,0 +1,68 @@
+"""The actor-critic network and the observation normalizer inside it."""
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+
+def test_running_mean_std_merges_batches_exactly(module):
+    rng = np.random.default_rng(0)
+    data = rng.normal(3.0, 2.0, size=(1000, 4))
+    rms = module.RunningMeanStd((4,))
+    for chunk in np.array_split(data, [1, 10, 300, 301]):  # uneven chunks, one of a single row
+        rms.update(torch.tensor(chunk))
+    np.testing.assert_allclose(rms.mean.numpy(), data.mean(0), rtol=1e-12)
+    np.testing.assert_allclose(rms.var.numpy(), data.var(0), rtol=1e-12)
+    assert rms.count.item() == 1000
+
+
+def test_agent_normalizes_inside_and_saves_statistics(module):
+    agent = module.Agent(obs_dim=3, action_dim=2, continuous=False)
+    obs = torch.tensor([[10.0, -5.0, 2.0], [12.0, -7.0, 2.0]])
+    agent.obs_rms.update(obs)
+    normalized = agent.normalize(obs)
+    np.testing.assert_allclose(normalized.numpy(), [[-1, 1, 0], [1, -1, 0]], atol=1e-4)
+    assert agent.normalize(torch.tensor([[1e6, 0.0, 0.0]]))[0, 0].item() == agent.obs_clip
+    state = agent.state_dict()
+    assert {"obs_rms.mean", "obs_rms.var", "obs_rms.count"} <= set(state)
+    clone = module.Agent(**agent.config)
+    clone.load_state_dict(state)
+    assert torch.equal(clone.normalize(obs), normalized)
+
+
+@pytest.mark.parametrize("continuous", [False, True])
+def test_agent_shapes(module, continuous):
+    batch, obs_dim, action_dim = 5, 4, 3
+    agent = module.Agent(obs_dim, action_dim, continuous)
+    obs = torch.randn(batch, obs_dim)
+    action, logprob, entropy, value = agent.get_action_and_value(obs)
+    assert action.shape == ((batch, action_dim) if continuous else (batch,))
+    assert logprob.shape == entropy.shape == value.shape == agent.get_value(obs).shape == (batch,)
+    # Given an action, the log-prob is of that action.
+    _, logprob_again, _, _ = agent.get_action_and_value(obs, action)
+    assert torch.allclose(logprob, logprob_again)
+    assert agent.act(obs).shape == action.shape
+
+
+def test_initialization_follows_the_implementation_details(module):
+    torch.manual_seed(0)
+    agent = module.Agent(obs_dim=8, action_dim=2, continuous=True)
+    head, value_head, hidden = agent.actor[-1].weight, agent.critic[-1].weight, agent.actor[0].weight
+    # Orthogonal rows scaled by the gain: W W^T = gain^2 I (for a wide-enough matrix).
+    assert torch.allclose(head @ head.T, 0.01**2 * torch.eye(2), atol=1e-7)
+    assert torch.allclose(value_head @ value_head.T, torch.eye(1), atol=1e-5)
+    assert torch.allclose(hidden.T @ hidden, 2 * torch.eye(8), atol=1e-5)
+    assert all(torch.all(layer.bias == 0) for layer in agent.actor if isinstance(layer, torch.nn.Linear))
+    assert torch.all(agent.actor_logstd == 0)
+    policy = {id(p) for p in agent.policy_parameters()}
+    assert policy.isdisjoint(id(p) for p in agent.value_parameters())
+    assert len(policy) + len(agent.value_parameters()) == len(list(agent.parameters()))
+
+
+@pytest.mark.parametrize("env_id", ["CartPole-v1", "Pendulum-v1"])
+def test_spaces_are_described_from_the_env(module, env_id):
+    env = gym.make(env_id)
+    spaces = module.describe_spaces(env.observation_space, env.action_space)
+    assert spaces == {"CartPole-v1": {"obs_dim": 4, "continuous": False, "action_dim": 2},
+                      "Pendulum-v1": {"obs_dim": 3, "continuous": True, "action_dim": 1}}[env_id]

@@ -1,0 +1,229 @@
+"""The scripts run as a user runs them: command line, files, errors, resume, Ctrl-C."""
+
+import csv
+import json
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from tests.conftest import REPO, TINY, load, run_script
+
+
+def rows(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """One tiny CartPole run per script, shared by the tests that only read it."""
+    runs = {}
+
+    def get(script):
+        if script not in runs:
+            cwd = tmp_path_factory.mktemp(script)
+            result = run_script(script, *TINY, "--run-dir", "run", cwd=cwd)
+            assert result.returncode == 0, result.stderr
+            runs[script] = (cwd / "run", result)
+        return runs[script]
+
+    return get
+
+
+def test_help_documents_every_flag_with_its_default(script, module):
+    result = run_script(script, "--help", cwd=REPO)
+    assert result.returncode == 0
+    # Split the help into one entry per flag: entries start on a line indented by two spaces and "--".
+    entries = re.split(r"\n  (?=--)", result.stdout.split("options:", 1)[1])
+    described = {entry.split()[0].rstrip(","): entry for entry in entries if entry.startswith("--")}
+    for action in module.build_parser()._actions:
+        if action.dest != "help":
+            flag = action.option_strings[0]
+            assert flag in described, f"{flag} missing from --help"
+            assert "default" in described[flag], f"{flag} does not state its default"
+
+
+def test_run_writes_the_documented_outputs(script, trained):
+    run_dir, result = trained(script)
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["algorithm"] == script and config["settings"]["env"] == "CartPole-v1"
+    assert {"torch", "gymnasium", "numpy", "python"} <= set(config["versions"])
+    progress = rows(run_dir / "progress.csv")
+    assert [int(r["global_step"]) for r in progress] == [64, 128]
+    assert {"time", "sps", "return_mean", "length_mean", "explained_variance"} <= set(progress[0])
+    episodes = rows(run_dir / "episodes.csv")
+    assert episodes and list(episodes[0]) == ["global_step", "return", "length"]
+    # Raw returns: CartPole pays 1 per step, so an episode's return equals its length.
+    assert all(float(e["return"]) == int(e["length"]) for e in episodes)
+    checkpoint = torch.load(run_dir / "model.pt", weights_only=True)
+    assert checkpoint["global_step"] == 128 and checkpoint["algorithm"] == script
+    assert "obs_rms.mean" in checkpoint["agent"] and checkpoint["optimizers"]
+    # One compact console line per update.
+    assert len([line for line in result.stdout.splitlines() if line.startswith(f"[{script}] step")]) == 2
+
+
+def test_eval_uses_the_saved_agent(script, trained, module):
+    run_dir, _ = trained(script)
+    result = run_script(script, "--eval", run_dir / "model.pt", "--eval-episodes", "3", cwd=run_dir)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("CartPole-v1: 3 episodes, return ")
+    agent = module.load_agent(run_dir / "model.pt")
+    checkpoint = torch.load(run_dir / "model.pt", weights_only=True)
+    assert torch.equal(agent.obs_rms.mean, checkpoint["agent"]["obs_rms.mean"])
+    assert agent.obs_rms.count > 0  # the normalizer statistics came with the model
+    returns = module.evaluate(agent, "CartPole-v1", episodes=3, seed=5)
+    assert len(returns) == 3 and returns == module.evaluate(agent, "CartPole-v1", episodes=3, seed=5)
+    mean = f"{sum(returns) / 3:.2f}"
+    same_seed = run_script(script, "--eval", run_dir / "model.pt", "--eval-episodes", "3", "--seed", "5",
+                           cwd=run_dir)
+    assert f"return {mean} +- " in same_seed.stdout
+
+
+def test_resume_continues_the_run(script, tmp_path):
+    assert run_script(script, *TINY, "--run-dir", "run", cwd=tmp_path).returncode == 0
+    run_dir = tmp_path / "run"
+    episodes_before = rows(run_dir / "episodes.csv")
+    changed = run_script(script, "--resume", "run", "--gamma", "0.5", "--total-timesteps", "256", cwd=tmp_path)
+    assert changed.returncode != 0 and "cannot change when resuming" in changed.stderr
+    result = run_script(script, "--resume", "run", "--total-timesteps", "256", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert [int(r["global_step"]) for r in rows(run_dir / "progress.csv")] == [64, 128, 192, 256]
+    episodes_after = rows(run_dir / "episodes.csv")
+    assert episodes_after[:len(episodes_before)] == episodes_before  # appended, header written once
+    assert torch.load(run_dir / "model.pt", weights_only=True)["global_step"] == 256
+    assert json.loads((run_dir / "config.json").read_text())["settings"]["total_timesteps"] == 256
+    done = run_script(script, "--resume", "run", cwd=tmp_path)  # already at its total
+    assert done.returncode != 0 and "larger --total-timesteps" in done.stderr
+
+
+def test_same_seed_same_results(script, tmp_path):
+    flags = ["--num-steps", "256", "--num-minibatches", "4", "--total-timesteps", "768", "--num-envs", "2"]
+    for name, seed in (("a", 3), ("b", 3), ("c", 4)):
+        assert run_script(script, *flags, "--seed", seed, "--run-dir", name, cwd=tmp_path).returncode == 0
+    episodes = {name: (tmp_path / name / "episodes.csv").read_text() for name in "abc"}
+    assert episodes["a"] == episodes["b"]
+    assert episodes["a"] != episodes["c"]
+    progress = [rows(tmp_path / name / "progress.csv") for name in "ab"]
+    losses = [[r[k] for r in p for k in r if k not in ("time", "sps")] for p in progress]
+    assert losses[0] == losses[1]
+    weights = [torch.load(tmp_path / name / "model.pt", weights_only=True)["agent"] for name in "abc"]
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+    assert not torch.equal(weights[0]["actor.0.weight"], weights[2]["actor.0.weight"])
+
+
+def test_ctrl_c_saves_a_checkpoint_that_resumes(script, tmp_path):
+    process = subprocess.Popen([sys.executable, str(REPO / f"{script}.py"), "--num-steps", "256",
+                                "--num-minibatches", "4", "--total-timesteps", "1000000", "--run-dir", "run"],
+                               cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    progress = tmp_path / "run" / "progress.csv"
+    deadline = time.monotonic() + 120
+    while not (progress.exists() and len(rows(progress)) >= 2) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    process.send_signal(signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    last = int(rows(progress)[-1]["global_step"])
+    checkpoint = torch.load(tmp_path / "run" / "model.pt", weights_only=True)
+    assert checkpoint["global_step"] == last  # the checkpoint matches the last logged update
+    assert f"--resume run" in stdout
+    result = run_script(script, "--resume", "run", "--total-timesteps", last + 256, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert int(rows(progress)[-1]["global_step"]) == last + 256
+
+
+def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(script, tmp_path):
+    result = run_script(script, "--env", "tests.toy_envs:NanReward-v0", "--num-steps", "64",
+                        "--num-minibatches", "4", "--total-timesteps", "640", "--checkpoint-every", "1",
+                        "--run-dir", "run", cwd=tmp_path)
+    assert result.returncode == 1
+    assert len(result.stderr.strip().splitlines()) == 1 and "diverged" in result.stderr
+    # NaN rewards start at step 201, inside the 4th batch; the 3rd update's checkpoint is the last good one.
+    checkpoint = torch.load(tmp_path / "run" / "model.pt", weights_only=True)
+    assert checkpoint["global_step"] == 192
+    assert all(torch.isfinite(t).all() for t in checkpoint["agent"].values())
+
+
+BAD_INPUT = [
+    (["--env", "NoSuchEnv-v0"], "cannot make environment"),
+    (["--env", "tests.toy_envs:DictObs-v0"], "supported: a flat (1-D) Box"),
+    (["--env", "tests.toy_envs:ImageObs-v0"], "supported: a flat (1-D) Box"),
+    (["--env", "tests.toy_envs:MultiDiscreteAct-v0"], "supported: Discrete or a 1-D Box"),
+    (["--num-envs", "0"], "must be a positive integer"),
+    (["--num-steps", "-3"], "must be a positive integer"),
+    (["--total-timesteps", "ten"], "must be a positive integer"),
+    (["--gamma", "1.5"], "must be in [0, 1]"),
+    (["--gae-lambda", "-0.1"], "must be in [0, 1]"),
+    (["--num-steps", "100", "--num-minibatches", "32"], "does not divide"),
+    (["--total-timesteps", "1000"], "less than one batch"),
+    (["--device", "tpu"], "invalid choice"),
+    (["--eval", "missing/model.pt"], "does not exist"),
+    (["--resume", "missing"], "does not exist"),
+]
+
+
+@pytest.mark.parametrize("flags,message", BAD_INPUT, ids=[" ".join(f) for f, _ in BAD_INPUT])
+def test_bad_input_gets_one_line_and_no_traceback(script, tmp_path, flags, message):
+    result = run_script(script, *flags, cwd=tmp_path)
+    assert result.returncode != 0
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert message in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "runs").exists()  # nothing was created for a run that never started
+
+
+def test_bad_checkpoints(script, trained, tmp_path):
+    corrupt = tmp_path / "model.pt"
+    corrupt.write_bytes(b"not a checkpoint at all")
+    not_ours = tmp_path / "other.pt"
+    torch.save({"weights": torch.zeros(2)}, not_ours)
+    run_dir, _ = trained(script)
+    cases = [(["--eval", corrupt], "unreadable"), (["--eval", not_ours], "not a model.pt"),
+             (["--eval", run_dir / "model.pt", "--env", "Pendulum-v1"], "expects")]
+    for flags, message in cases:
+        result = run_script(script, *flags, cwd=tmp_path)
+        assert result.returncode != 0 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+        assert message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_existing_run_directory_is_never_overwritten(script, tmp_path):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "notes.txt").write_text("mine")
+    result = run_script(script, *TINY, "--run-dir", "run", cwd=tmp_path)
+    assert result.returncode != 0 and "already exists" in result.stderr
+    assert [p.name for p in (tmp_path / "run").iterdir()] == ["notes.txt"]
+
+
+def test_default_run_directory_name(script, tmp_path):
+    assert run_script(script, *TINY, "--seed", "7", cwd=tmp_path).returncode == 0
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    assert run_dir.name.startswith(f"CartPole-v1__{script}__7__")
+
+
+def test_async_vector_env_and_continuous_actions(script, tmp_path):
+    result = run_script(script, *TINY, "--env", "Pendulum-v1", "--vector", "async", "--num-envs", "2",
+                        "--total-timesteps", "256", "--run-dir", "run", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert [int(r["global_step"]) for r in rows(tmp_path / "run" / "progress.csv")] == [128, 256]
+
+
+def test_tensorboard_and_video_extras(script, tmp_path):
+    pytest.importorskip("tensorboard")
+    pytest.importorskip("moviepy")
+    result = run_script(script, *TINY, "--tensorboard", "--run-dir", "run", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert list((tmp_path / "run").glob("events.out.tfevents.*"))
+    result = run_script(script, "--eval", "run/model.pt", "--eval-episodes", "1", "--capture-video",
+                        cwd=tmp_path, env={"SDL_VIDEODRIVER": "dummy"})
+    assert result.returncode == 0, result.stderr
+    assert list((tmp_path / "run").glob("eval-videos-*/*.mp4"))
+
+
+def test_importing_has_no_side_effects(script, tmp_path):
+    code = f"import sys; sys.path.insert(0, {str(REPO)!r}); import torch; n = torch.get_num_threads(); " \
+           f"import {script}; assert torch.get_num_threads() == n; import os; assert not os.listdir('.')"
+    assert subprocess.run([sys.executable, "-c", code], cwd=tmp_path).returncode == 0

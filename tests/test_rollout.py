@@ -1,0 +1,66 @@
+"""Rollout collection: time limits bootstrap, terminations do not."""
+
+import numpy as np
+import pytest
+import torch
+
+import tests.toy_envs  # noqa: F401  (registers the toy environments)
+
+GAMMA, VALUE = 0.9, 2.0
+
+
+def constant_value_agent(module):
+    agent = module.Agent(obs_dim=2, action_dim=2, continuous=False, norm_obs=False)
+    with torch.no_grad():
+        agent.critic[-1].weight.zero_()
+        agent.critic[-1].bias.fill_(VALUE)  # V(s) = 2 for every state
+    return agent
+
+
+@pytest.mark.parametrize("vector", ["sync", "async"])
+def test_time_limit_bootstraps_and_termination_does_not(module, vector):
+    spaces = {"obs_dim": 2, "action_dim": 2, "continuous": False}
+    targets = {}
+    for env_id in ("CorridorTimeLimit-v0", "CorridorTerminates-v0"):
+        envs = module.make_vector_env(env_id, num_envs=2, vector=vector)
+        try:
+            obs = module.seed_everything(0, envs)
+            buf = module.Rollout.empty(12, 2, spaces, "cpu")
+            tracker = module.EpisodeTracker(2)
+            obs, finished = module.collect_rollout(envs, constant_value_agent(module), buf, obs, tracker,
+                                                   global_step=100, gamma=GAMMA)
+        finally:
+            envs.close()
+        # Episodes of 5 steps end at steps 4 and 9 in both envs; each returned 5.0 raw.
+        assert buf.dones[:, 0].nonzero().flatten().tolist() == [4, 9]
+        assert finished == [(110, 5.0, 5), (110, 5.0, 5), (120, 5.0, 5), (120, 5.0, 5)]
+        assert obs.tolist() == [[2.0, 1.0], [2.0, 1.0]]  # two steps into the third episode
+        batch = module.make_batch(buf, torch.full((2,), VALUE), None, GAMMA, gae_lambda=1.0)
+        targets[env_id] = batch.returns.reshape(12, 2)[:, 0]
+        bootstrap = buf.bootstrap[:, 0]
+        expected = GAMMA * VALUE if env_id == "CorridorTimeLimit-v0" else 0.0
+        assert bootstrap[[4, 9]].tolist() == pytest.approx([expected, expected])
+        assert bootstrap.count_nonzero() == (2 if expected else 0)
+    # Value target of the last step of an episode: r + gamma V(s_final) when cut by the time limit, r when terminal.
+    assert targets["CorridorTimeLimit-v0"][4].item() == pytest.approx(1 + GAMMA * VALUE)
+    assert targets["CorridorTerminates-v0"][4].item() == pytest.approx(1.0)
+    # The first step's target discounts everything up to the episode end, and never crosses into the next one.
+    np.testing.assert_allclose(targets["CorridorTerminates-v0"][0].item(), sum(GAMMA**k for k in range(5)), rtol=1e-6)
+
+
+def test_box_actions_are_clipped_for_the_env_only(module):
+    """The log-prob stored is that of the unclipped Gaussian sample."""
+    envs = module.make_vector_env("Pendulum-v1", num_envs=1, vector="sync")
+    try:
+        obs = module.seed_everything(0, envs)
+        agent = module.Agent(obs_dim=3, action_dim=1, continuous=True)
+        with torch.no_grad():
+            agent.actor_logstd.fill_(2.0)  # std 7.4 on a [-2, 2] action range: most samples are out of bounds
+        buf = module.Rollout.empty(64, 1, {"obs_dim": 3, "action_dim": 1, "continuous": True}, "cpu")
+        module.collect_rollout(envs, agent, buf, obs, module.EpisodeTracker(1), 0, 0.99)
+    finally:
+        envs.close()
+    assert buf.actions.abs().max() > 2.0
+    with torch.no_grad():
+        _, logprob, _, _ = agent.get_action_and_value(buf.obs[:, 0], buf.actions[:, 0])
+    assert torch.allclose(logprob, buf.logprobs[:, 0])
