@@ -66,3 +66,23 @@ def test_spaces_are_described_from_the_env(module, env_id):
     spaces = module.describe_spaces(env.observation_space, env.action_space)
     assert spaces == {"CartPole-v1": {"obs_dim": 4, "continuous": False, "action_dim": 2},
                       "Pendulum-v1": {"obs_dim": 3, "continuous": True, "action_dim": 1}}[env_id]
+
+
+@pytest.mark.parametrize("continuous", [False, True])
+def test_sample_action_draws_from_the_policy(module, continuous):
+    """The rollout's fast sampler must draw from the same distribution as distribution()."""
+    torch.manual_seed(0)
+    agent = module.Agent(obs_dim=2, action_dim=3, continuous=continuous, norm_obs=False)
+    with torch.no_grad():
+        agent.actor[-1].bias.copy_(torch.tensor([1.0, 0.0, -1.0]))
+        if continuous:
+            agent.actor_logstd.copy_(torch.tensor([0.0, -1.0, 0.5]))
+    obs = torch.zeros(20000, 2)
+    actions = agent.sample_action(obs)
+    dist = agent.distribution(obs[:1])
+    if continuous:
+        np.testing.assert_allclose(actions.mean(0), dist.mean[0], atol=0.05)
+        np.testing.assert_allclose(actions.std(0), dist.stddev[0], rtol=0.03)
+    else:
+        freq = torch.bincount(actions, minlength=3).float() / len(actions)
+        np.testing.assert_allclose(freq, dist.probs[0], atol=0.015)
