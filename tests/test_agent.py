@@ -79,7 +79,8 @@ def test_sample_action_draws_from_the_policy(module, continuous):
             agent.actor_logstd.copy_(torch.tensor([0.0, -1.0, 0.5]))
     obs = torch.zeros(20000, 2)
     actions = agent.sample_action(obs)
-    dist = agent.distribution(obs[:1])
+    with torch.no_grad():
+        dist = agent.distribution(obs[:1])
     if continuous:
         np.testing.assert_allclose(actions.mean(0), dist.mean[0], atol=0.05)
         np.testing.assert_allclose(actions.std(0), dist.stddev[0], rtol=0.03)
