@@ -491,6 +491,19 @@ class Agent(nn.Module):
         return action, dist.log_prob(action), dist.entropy(), self.critic(x).squeeze(-1)
 
     @torch.no_grad()
+    def sample_action(self, obs):
+        """Draw a ~ pi(.|s) for acting, (B,) or (B, action_dim). The same draw as
+        distribution(obs).sample(), without building a Distribution object: once
+        per environment step, that bookkeeping costs more than the network."""
+        out = self.actor(self.normalize(obs))  # logits or means, (B, action_dim)
+        if self.continuous:
+            return out + self.actor_logstd.exp() * torch.randn_like(out)
+        # Gumbel-max trick: argmax(logits + Gumbel noise) is an exact sample of
+        # softmax(logits); Gumbel noise is -log(E) with E ~ Exponential(1). Three
+        # cheap ops, where torch.multinomial costs more per call than the network.
+        return (out - torch.empty_like(out).exponential_().log()).argmax(dim=-1)
+
+    @torch.no_grad()
     def act(self, obs, deterministic=True):
         """Action for evaluation: the mean (Box) or the most likely action (Discrete)."""
         dist = self.distribution(obs)
@@ -557,8 +570,8 @@ def collect_rollout(envs, agent, buf, obs, tracker, global_step, gamma):
     finished = []
     for t in range(num_steps):
         obs_t = torch.as_tensor(obs, dtype=torch.float32, device=device)  # (N, obs_dim)
-        action, logprob, _, value = agent.get_action_and_value(obs_t)
-        buf.obs[t], buf.actions[t], buf.logprobs[t], buf.values[t] = obs_t, action, logprob, value
+        action = agent.sample_action(obs_t)
+        buf.obs[t], buf.actions[t] = obs_t, action
         env_action = action.cpu().numpy()
         if continuous:
             # Clip only what the env sees: the log-prob above belongs to the unclipped
@@ -576,6 +589,12 @@ def collect_rollout(envs, agent, buf, obs, tracker, global_step, gamma):
                                         device=device)  # (number cut, obs_dim)
             buf.bootstrap[t, torch.as_tensor(cut, device=device)] = gamma * agent.get_value(final_obs)
         finished += tracker.step(reward, done, global_step + (t + 1) * num_envs)
+    # Log-probs and values of the whole rollout in one batched pass: the networks
+    # did not change during it, so these are the numbers each step would have
+    # computed, without paying the per-call overhead of tiny networks T times.
+    _, logprobs, _, values = agent.get_action_and_value(buf.obs.flatten(0, 1), buf.actions.flatten(0, 1))
+    buf.logprobs.copy_(logprobs.view(num_steps, num_envs))  # (T * N,) -> (T, N)
+    buf.values.copy_(values.view(num_steps, num_envs))
     return obs, finished
 # === end shared ===
 
@@ -598,13 +617,15 @@ class RewardScaler:
 
     def update(self, rewards, dones):  # (T, N) each
         """Fold one rollout's rewards into the statistics."""
-        returns = torch.empty(rewards.shape, dtype=torch.float64)  # (T, N)
-        rewards, dones = rewards.cpu().double(), dones.cpu().bool()
+        rewards, dones = rewards.cpu().double().numpy(), dones.cpu().bool().numpy()
+        discounted = self.discounted.numpy()  # shares memory: updated in place, (N,)
+        returns = np.empty_like(rewards)  # (T, N); a NumPy loop, as in compute_gae
         for t in range(rewards.shape[0]):
-            self.discounted = self.discounted * self.gamma + rewards[t]
-            returns[t] = self.discounted
-            self.discounted[dones[t]] = 0.0  # an episode ended: its successor starts from 0
-        self.rms.update(returns.reshape(-1))
+            discounted *= self.gamma
+            discounted += rewards[t]
+            returns[t] = discounted
+            discounted[dones[t]] = 0.0  # an episode ended: its successor starts from 0
+        self.rms.update(torch.from_numpy(returns.reshape(-1)))
 
     def scale(self, rewards):
         std = torch.sqrt(self.rms.var + STD_EPSILON).to(rewards.dtype)
@@ -630,15 +651,18 @@ def compute_gae(rewards, values, dones, next_value, gamma, gae_lambda):
     recursion crosses that boundary. A time limit's bootstrap gamma * V(s_final)
     must already be in r_t. Returns (advantages, returns = advantages + values).
     """
-    num_steps = rewards.shape[0]
-    advantages = torch.zeros_like(rewards)  # (T, N)
-    last = torch.zeros_like(next_value)  # A_{t+1}, (N,)
+    # The loop runs in NumPy: T small steps cost several times less there than as torch ops.
+    r, v, d, v_last = (x.detach().cpu().numpy() for x in (rewards, values, dones, next_value))
+    num_steps = r.shape[0]
+    advantages = np.zeros_like(r)  # (T, N)
+    last = np.zeros_like(v_last)  # A_{t+1}, (N,)
     for t in reversed(range(num_steps)):
-        value_next = next_value if t == num_steps - 1 else values[t + 1]
-        not_done = 1.0 - dones[t]
-        delta = rewards[t] + gamma * value_next * not_done - values[t]
+        value_next = v_last if t == num_steps - 1 else v[t + 1]
+        not_done = 1.0 - d[t]
+        delta = r[t] + gamma * value_next * not_done - v[t]
         last = delta + gamma * gae_lambda * not_done * last
         advantages[t] = last
+    advantages = torch.as_tensor(advantages, device=values.device)
     return advantages, advantages + values
 
 
@@ -870,8 +894,8 @@ def update(agent, optimizers, state, batch, args, progress):
     with torch.no_grad():
         # pi_old, the policy that acted: the normalizer has not moved since the rollout.
         old_dist = agent.distribution(batch.obs)
-        # Recomputed rather than batch.logprobs (computed N states at a time) so
-        # that the log-ratio at theta_old is exactly 0, not rounding noise.
+        # From pi_old itself rather than batch.logprobs: then the log-ratio at
+        # theta_old is exactly 0 however the rollout batched its forward passes.
         old_logprob = old_dist.log_prob(batch.actions)  # (B,)
 
     def evaluate():

@@ -214,9 +214,11 @@ def test_async_vector_env_and_continuous_actions(script, tmp_path):
 def test_tensorboard_and_video_extras(script, tmp_path):
     pytest.importorskip("tensorboard")
     pytest.importorskip("moviepy")
-    result = run_script(script, *TINY, "--tensorboard", "--run-dir", "run", cwd=tmp_path)
+    result = run_script(script, *TINY, "--tensorboard", "--capture-video", "--run-dir", "run", cwd=tmp_path,
+                        env={"SDL_VIDEODRIVER": "dummy"})
     assert result.returncode == 0, result.stderr
     assert list((tmp_path / "run").glob("events.out.tfevents.*"))
+    assert list((tmp_path / "run" / "videos").glob("*.mp4"))  # env 0's first episode
     result = run_script(script, "--eval", "run/model.pt", "--eval-episodes", "1", "--capture-video",
                         cwd=tmp_path, env={"SDL_VIDEODRIVER": "dummy"})
     assert result.returncode == 0, result.stderr

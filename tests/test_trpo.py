@@ -216,6 +216,48 @@ def test_value_fit_moves_only_the_critic_and_lowers_its_loss():
     assert loss_after < 0.5 * loss_before
 
 
+# ---------------------------------------------------------------- update
+STATS = {"kl", "surrogate_improvement", "expected_improvement", "backtracks", "step_accepted", "step_norm",
+         "cg_residual", "value_loss", "entropy"}
+
+
+def random_batch(agent, advantages):
+    obs, actions = torch.randn(64, 3), torch.randint(0, 2, (64,))
+    with torch.no_grad():
+        _, logprobs, _, values = agent.get_action_and_value(obs, actions)
+    return trpo.Batch(obs, actions, logprobs, values, advantages=advantages, returns=torch.randn(64))
+
+
+def tiny_update_args(*extra):
+    return trpo.parse_args(["--num-steps", "64", "--num-minibatches", "4", "--total-timesteps", "64", *extra])
+
+
+def test_update_takes_a_step_within_the_bound_and_reports_it():
+    torch.manual_seed(0)
+    agent = trpo.Agent(3, 2, continuous=False)
+    batch = random_batch(agent, torch.randn(64))
+    args = tiny_update_args("--max-kl", "0.005")
+    before = trpo.flat_params(agent.policy_parameters())
+    stats = trpo.update(agent, trpo.make_optimizers(agent, args), {}, batch, args, progress=0.0)
+    assert set(stats) == STATS
+    assert stats["step_accepted"] == 1 and 0.0 < stats["kl"] <= 0.005 and stats["surrogate_improvement"] > 0
+    step = trpo.flat_params(agent.policy_parameters()) - before
+    assert stats["step_norm"] == pytest.approx(step.norm().item())
+
+
+def test_update_with_a_zero_gradient_rejects_the_step_and_stays_finite():
+    """Equal advantages normalize to zeros: g = 0, so there is no direction to move in."""
+    torch.manual_seed(0)
+    agent = trpo.Agent(3, 2, continuous=False)
+    batch = random_batch(agent, torch.ones(64))
+    args = tiny_update_args()
+    before = trpo.flat_params(agent.policy_parameters())
+    stats = trpo.update(agent, trpo.make_optimizers(agent, args), {}, batch, args, progress=0.0)
+    assert set(stats) == STATS and all(np.isfinite(v) for v in stats.values())
+    assert stats["step_accepted"] == 0 and stats["step_norm"] == 0.0
+    assert torch.equal(trpo.flat_params(agent.policy_parameters()), before)
+
+
 # ---------------------------------------------------------------- the script
 @pytest.mark.parametrize("env, extra", [("CartPole-v1", []), ("Pendulum-v1", ["--fvp-subsample", "0.1"])])
 def test_every_accepted_step_keeps_the_kl_bound_and_improves_the_surrogate(tmp_path, env, extra):
