@@ -31,7 +31,6 @@ import importlib.metadata
 import importlib.util
 import json
 import math
-import multiprocessing
 import os
 import platform
 import random
@@ -885,8 +884,8 @@ def load_agent(checkpoint_path, device="cpu"):
     return agent.eval()
 
 
-def check_agent_fits(agent, spaces, env_id):
-    expected = {k: agent.config[k] for k in ("obs_dim", "action_dim", "continuous")}
+def check_agent_fits(agent_config, spaces, env_id):
+    expected = {k: agent_config[k] for k in ("obs_dim", "action_dim", "continuous")}
     if expected != spaces:
         raise UsageError(f"the checkpoint's agent expects {expected}, but {env_id} has {spaces}")
 
@@ -1000,7 +999,7 @@ def run_evaluation(args):
     env_id = args.env or checkpoint["settings"]["env"]
     spaces = describe_spaces(*check_env(env_id))
     agent = load_agent(args.eval, device)
-    check_agent_fits(agent, spaces, env_id)
+    check_agent_fits(agent.config, spaces, env_id)
     video_dir = None
     if args.capture_video:
         require_module("moviepy", "--capture-video")
@@ -1097,7 +1096,7 @@ def train(args):
         algorithm_state = initial_algorithm_state(args)
         reward_scaler = RewardScaler(args.num_envs, args.gamma, args.reward_clip) if args.norm_reward else None
         if checkpoint is not None:
-            check_agent_fits(Agent(**checkpoint["agent_config"]), spaces, args.env)
+            check_agent_fits(checkpoint["agent_config"], spaces, args.env)
             restore(checkpoint, agent, optimizers, algorithm_state, reward_scaler)
         logger = RunLogger(run_dir, args.total_timesteps, args.tensorboard)
         batch_size = args.num_envs * args.num_steps

@@ -3,11 +3,11 @@ beta, and their effect on real runs. The behaviour every script shares (command
 line, outputs, resume, determinism) is tested over all scripts elsewhere."""
 
 import csv
-import math
 
 import pytest
 import torch
 
+from benchmarks.solved import steps_to_threshold
 from tests.conftest import TINY, load, run_script
 
 ppo_penalty = load("ppo_penalty")
@@ -185,40 +185,37 @@ def test_resume_restores_beta(tmp_path):
     assert [float(r["beta"]) for r in rows] == [1.0, 2.0, 4.0]
 
 
-def solved_at(episodes, window=20, threshold=475.0):
-    """global_step of the first episode that completes `window` consecutive
-    episodes with mean return >= threshold (CartPole-v1's "solved"), else None."""
-    returns = [float(e["return"]) for e in episodes]
-    for end in range(window, len(returns) + 1):
-        if sum(returns[end - window:end]) / window >= threshold:
-            return int(episodes[end - 1]["global_step"])
-    return None
+@pytest.mark.parametrize("flags", [["--kl-target", "0"], ["--beta-init", "0"], ["--beta-init", "-1"],
+                                   ["--kl-hinge-coef", "-1"], ["--kl-stop-factor", "0"],
+                                   ["--clip-coef", "0.2"]])
+def test_bad_penalty_settings_are_one_line_errors(tmp_path, flags):
+    result = run_script("ppo_penalty", *TINY, *flags, "--run-dir", tmp_path / "run", cwd=tmp_path)
+    assert result.returncode == 2
+    assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+    assert not (tmp_path / "run").exists()
 
 
-def test_solved_at_helper():
-    episodes = [{"global_step": i, "return": r} for i, r in enumerate([10] * 5 + [500] * 19 + [10, 500])]
-    assert solved_at(episodes) is None
-    assert solved_at(episodes + [{"global_step": 99, "return": 500}] * 19) == 99 + 0
-    assert solved_at([{"global_step": 1, "return": 475}] * 20) == 1
+# ----------------------------------------------------------------------------------
+# Learning, with the defaults. Budgets measured on seed 1 (see the README section):
+# CartPole-v1 first averages 475 over 20 episodes near step CARTPOLE_SOLVED_NEAR.
+# ----------------------------------------------------------------------------------
+CARTPOLE_BUDGET = 0
+PENDULUM_BUDGET = 0
+PENDULUM_GAIN = 300.0  # random play scores about -1200 per episode; learning must add at least this
 
 
-def test_learns_cartpole(tmp_path):
-    """Defaults solve CartPole-v1 (seed 1 first does so near step 20,000 of a
-    100,000-step run; this shorter run anneals faster, see tests' measurements)."""
-    result = run_script("ppo_penalty", "--env", "CartPole-v1", "--seed", "1", "--total-timesteps", "50000",
-                        "--run-dir", "run", cwd=tmp_path, timeout=600)
+def test_learns_cartpole_with_the_defaults(tmp_path):
+    result = run_script("ppo_penalty", "--env", "CartPole-v1", "--seed", "1", "--total-timesteps",
+                        CARTPOLE_BUDGET, "--run-dir", "run", cwd=tmp_path, timeout=900)
     assert result.returncode == 0, result.stderr
-    assert solved_at(read_csv(tmp_path / "run" / "episodes.csv")) is not None
+    step = steps_to_threshold(tmp_path / "run" / "episodes.csv", 475.0, 20)
+    assert step is not None and step <= CARTPOLE_BUDGET
 
 
 def test_improves_on_pendulum(tmp_path):
     result = run_script("ppo_penalty", "--env", "Pendulum-v1", "--seed", "1", "--total-timesteps",
-                        PENDULUM_STEPS, "--run-dir", "run", cwd=tmp_path, timeout=600)
+                        PENDULUM_BUDGET, "--run-dir", "run", cwd=tmp_path, timeout=900)
     assert result.returncode == 0, result.stderr
     returns = [float(e["return"]) for e in read_csv(tmp_path / "run" / "episodes.csv")]
     first, last = sum(returns[:10]) / 10, sum(returns[-10:]) / 10
-    assert math.isfinite(last) and last > first + PENDULUM_GAIN, (first, last)
-
-
-PENDULUM_STEPS = 100_000
-PENDULUM_GAIN = 300.0
+    assert last > first + PENDULUM_GAIN, (first, last)
