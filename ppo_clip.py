@@ -464,9 +464,10 @@ class Agent(nn.Module):
 
     @torch.no_grad()
     def sample_action(self, obs):
-        """Draw a ~ pi(.|s) for acting, (B,) or (B, action_dim). The same draw as
-        distribution(obs).sample(), without building a Distribution object: once
-        per environment step, that bookkeeping costs more than the network."""
+        """Draw a ~ pi(.|s) for acting, (B,) or (B, action_dim): a sample of the
+        same distribution as distribution(obs).sample() gives (from other random
+        numbers), without building a Distribution object, whose bookkeeping costs
+        more than the network when it is paid at every environment step."""
         out = self.actor(self.normalize(obs))  # logits or means, (B, action_dim)
         if self.continuous:
             return out + self.actor_logstd.exp() * torch.randn_like(out)
@@ -546,8 +547,8 @@ def collect_rollout(envs, agent, buf, obs, tracker, global_step, gamma):
         buf.obs[t], buf.actions[t] = obs_t, action
         env_action = action.cpu().numpy()
         if continuous:
-            # Clip only what the env sees: the log-prob above belongs to the unclipped
-            # sample, which is what the Gaussian policy actually drew.
+            # Clip only what the env sees: the buffer keeps the unclipped sample, the
+            # one the Gaussian policy actually drew, and its log-prob is computed from it.
             env_action = np.clip(env_action, action_space.low, action_space.high)
         obs, reward, terminated, truncated, infos = envs.step(env_action)
         done = terminated | truncated

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-SCRIPTS = ["ppo_clip"]
+SCRIPTS = ["ppo_clip", "trpo"]
 
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
@@ -40,10 +40,11 @@ def run_script(name, *args, cwd, timeout=300, env=None):
                           capture_output=True, text=True, timeout=timeout, env=full_env)
 
 
-# Flags for a run that takes a second or two: two updates of 64 steps each.
-TINY = ["--num-steps", "64", "--num-minibatches", "4", "--update-epochs", "2", "--total-timesteps", "128"]
+# Flags for a run that takes a second or two: two updates of 64 steps each, two
+# epochs of whatever each script iterates over (PPO: the batch; TRPO: the value fit).
+TINY = ["--num-steps", "64", "--num-minibatches", "4", "--total-timesteps", "128"]
+EPOCHS_FLAG = {"ppo_clip": "--update-epochs", "ppo_penalty": "--update-epochs", "trpo": "--vf-epochs"}
 
 
-def tiny_args(name):
-    """TINY adapted to scripts whose minibatch flag differs (all share it today)."""
-    return list(TINY)
+def tiny(name):
+    return TINY + [EPOCHS_FLAG[name], "2"]

@@ -11,7 +11,7 @@ import time
 import pytest
 import torch
 
-from tests.conftest import REPO, TINY, load, run_script
+from tests.conftest import REPO, run_script, tiny
 
 
 def rows(path):
@@ -27,7 +27,7 @@ def trained(tmp_path_factory):
     def get(script):
         if script not in runs:
             cwd = tmp_path_factory.mktemp(script)
-            result = run_script(script, *TINY, "--run-dir", "run", cwd=cwd)
+            result = run_script(script, *tiny(script), "--run-dir", "run", cwd=cwd)
             assert result.returncode == 0, result.stderr
             runs[script] = (cwd / "run", result)
         return runs[script]
@@ -85,7 +85,7 @@ def test_eval_uses_the_saved_agent(script, trained, module):
 
 
 def test_resume_continues_the_run(script, tmp_path):
-    assert run_script(script, *TINY, "--run-dir", "run", cwd=tmp_path).returncode == 0
+    assert run_script(script, *tiny(script), "--run-dir", "run", cwd=tmp_path).returncode == 0
     run_dir = tmp_path / "run"
     episodes_before = rows(run_dir / "episodes.csv")
     changed = run_script(script, "--resume", "run", "--gamma", "0.5", "--total-timesteps", "256", cwd=tmp_path)
@@ -193,19 +193,19 @@ def test_bad_checkpoints(script, trained, tmp_path):
 def test_existing_run_directory_is_never_overwritten(script, tmp_path):
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "notes.txt").write_text("mine")
-    result = run_script(script, *TINY, "--run-dir", "run", cwd=tmp_path)
+    result = run_script(script, *tiny(script), "--run-dir", "run", cwd=tmp_path)
     assert result.returncode != 0 and "already exists" in result.stderr
     assert [p.name for p in (tmp_path / "run").iterdir()] == ["notes.txt"]
 
 
 def test_default_run_directory_name(script, tmp_path):
-    assert run_script(script, *TINY, "--seed", "7", cwd=tmp_path).returncode == 0
+    assert run_script(script, *tiny(script), "--seed", "7", cwd=tmp_path).returncode == 0
     (run_dir,) = (tmp_path / "runs").iterdir()
     assert run_dir.name.startswith(f"CartPole-v1__{script}__7__")
 
 
 def test_async_vector_env_and_continuous_actions(script, tmp_path):
-    result = run_script(script, *TINY, "--env", "Pendulum-v1", "--vector", "async", "--num-envs", "2",
+    result = run_script(script, *tiny(script), "--env", "Pendulum-v1", "--vector", "async", "--num-envs", "2",
                         "--total-timesteps", "256", "--run-dir", "run", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert [int(r["global_step"]) for r in rows(tmp_path / "run" / "progress.csv")] == [128, 256]
@@ -214,7 +214,7 @@ def test_async_vector_env_and_continuous_actions(script, tmp_path):
 def test_tensorboard_and_video_extras(script, tmp_path):
     pytest.importorskip("tensorboard")
     pytest.importorskip("moviepy")
-    result = run_script(script, *TINY, "--tensorboard", "--capture-video", "--run-dir", "run", cwd=tmp_path,
+    result = run_script(script, *tiny(script), "--tensorboard", "--capture-video", "--run-dir", "run", cwd=tmp_path,
                         env={"SDL_VIDEODRIVER": "dummy"})
     assert result.returncode == 0, result.stderr
     assert list((tmp_path / "run").glob("events.out.tfevents.*"))
