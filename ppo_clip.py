@@ -539,12 +539,18 @@ def collect_rollout(envs, agent, buf, obs, tracker, global_step, gamma):
     device = buf.obs.device
     action_space = envs.single_action_space
     continuous = isinstance(action_space, gym.spaces.Box)
+    # Per-step data is staged in NumPy and copied to the buffer once at the end:
+    # writing a NumPy row costs far less than a small torch copy, T times over.
+    obs_np = np.empty(buf.obs.shape, dtype=np.float32)  # (T, N, obs_dim)
+    rewards_np = np.empty((num_steps, num_envs), dtype=np.float32)
+    dones_np = np.empty((num_steps, num_envs), dtype=np.float32)
     buf.bootstrap.zero_()
     finished = []
     for t in range(num_steps):
-        obs_t = torch.as_tensor(obs, dtype=torch.float32, device=device)  # (N, obs_dim)
+        obs_np[t] = obs
+        obs_t = torch.from_numpy(obs_np[t]).to(device)  # (N, obs_dim); no copy on the CPU
         action = agent.sample_action(obs_t)
-        buf.obs[t], buf.actions[t] = obs_t, action
+        buf.actions[t] = action
         env_action = action.cpu().numpy()
         if continuous:
             # Clip only what the env sees: the buffer keeps the unclipped sample, the
@@ -552,8 +558,7 @@ def collect_rollout(envs, agent, buf, obs, tracker, global_step, gamma):
             env_action = np.clip(env_action, action_space.low, action_space.high)
         obs, reward, terminated, truncated, infos = envs.step(env_action)
         done = terminated | truncated
-        buf.rewards[t] = torch.as_tensor(reward, dtype=torch.float32, device=device)
-        buf.dones[t] = torch.as_tensor(done, dtype=torch.float32, device=device)
+        rewards_np[t], dones_np[t] = reward, done
         # A time limit stops the episode in a state that is not terminal: its value
         # V(s_final) belongs in the return (Pardo et al. 2018, "Time Limits in RL").
         cut = truncated & ~terminated
@@ -562,6 +567,9 @@ def collect_rollout(envs, agent, buf, obs, tracker, global_step, gamma):
                                         device=device)  # (number cut, obs_dim)
             buf.bootstrap[t, torch.as_tensor(cut, device=device)] = gamma * agent.get_value(final_obs)
         finished += tracker.step(reward, done, global_step + (t + 1) * num_envs)
+    buf.obs.copy_(torch.from_numpy(obs_np))
+    buf.rewards.copy_(torch.from_numpy(rewards_np))
+    buf.dones.copy_(torch.from_numpy(dones_np))
     # Log-probs and values of the whole rollout in one batched pass: the networks
     # did not change during it, so these are the numbers each step would have
     # computed, without paying the per-call overhead of tiny networks T times.
@@ -747,6 +755,7 @@ def update(agent, optimizers, state, batch, args, progress):
     batch_size = batch.obs.shape[0]
     minibatch_size = batch_size // args.num_minibatches
     value_clip = args.clip_coef if args.clip_vloss else None
+    params = list(agent.parameters())  # once: walking the module tree per minibatch costs more than clipping
     sums = torch.zeros(5)  # policy loss, value loss, entropy, approx KL, clip fraction
     steps, epochs_done, stopped_early = 0, 0, False
     for epoch in range(args.update_epochs):
@@ -766,7 +775,7 @@ def update(agent, optimizers, state, batch, args, progress):
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             # One global norm over both networks: a rare huge gradient cannot wreck the policy.
-            nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm)
+            nn.utils.clip_grad_norm_(params, args.max_grad_norm)
             optimizer.step()
             with torch.no_grad():
                 # KL(old || new) estimated as E[(r - 1) - log r]: unbiased and never

@@ -566,12 +566,18 @@ def collect_rollout(envs, agent, buf, obs, tracker, global_step, gamma):
     device = buf.obs.device
     action_space = envs.single_action_space
     continuous = isinstance(action_space, gym.spaces.Box)
+    # Per-step data is staged in NumPy and copied to the buffer once at the end:
+    # writing a NumPy row costs far less than a small torch copy, T times over.
+    obs_np = np.empty(buf.obs.shape, dtype=np.float32)  # (T, N, obs_dim)
+    rewards_np = np.empty((num_steps, num_envs), dtype=np.float32)
+    dones_np = np.empty((num_steps, num_envs), dtype=np.float32)
     buf.bootstrap.zero_()
     finished = []
     for t in range(num_steps):
-        obs_t = torch.as_tensor(obs, dtype=torch.float32, device=device)  # (N, obs_dim)
+        obs_np[t] = obs
+        obs_t = torch.from_numpy(obs_np[t]).to(device)  # (N, obs_dim); no copy on the CPU
         action = agent.sample_action(obs_t)
-        buf.obs[t], buf.actions[t] = obs_t, action
+        buf.actions[t] = action
         env_action = action.cpu().numpy()
         if continuous:
             # Clip only what the env sees: the buffer keeps the unclipped sample, the
@@ -579,8 +585,7 @@ def collect_rollout(envs, agent, buf, obs, tracker, global_step, gamma):
             env_action = np.clip(env_action, action_space.low, action_space.high)
         obs, reward, terminated, truncated, infos = envs.step(env_action)
         done = terminated | truncated
-        buf.rewards[t] = torch.as_tensor(reward, dtype=torch.float32, device=device)
-        buf.dones[t] = torch.as_tensor(done, dtype=torch.float32, device=device)
+        rewards_np[t], dones_np[t] = reward, done
         # A time limit stops the episode in a state that is not terminal: its value
         # V(s_final) belongs in the return (Pardo et al. 2018, "Time Limits in RL").
         cut = truncated & ~terminated
@@ -589,6 +594,9 @@ def collect_rollout(envs, agent, buf, obs, tracker, global_step, gamma):
                                         device=device)  # (number cut, obs_dim)
             buf.bootstrap[t, torch.as_tensor(cut, device=device)] = gamma * agent.get_value(final_obs)
         finished += tracker.step(reward, done, global_step + (t + 1) * num_envs)
+    buf.obs.copy_(torch.from_numpy(obs_np))
+    buf.rewards.copy_(torch.from_numpy(rewards_np))
+    buf.dones.copy_(torch.from_numpy(dones_np))
     # Log-probs and values of the whole rollout in one batched pass: the networks
     # did not change during it, so these are the numbers each step would have
     # computed, without paying the per-call overhead of tiny networks T times.
