@@ -42,7 +42,6 @@ import importlib.metadata
 import importlib.util
 import json
 import math
-import multiprocessing
 import os
 import platform
 import random
@@ -483,9 +482,10 @@ class Agent(nn.Module):
 
     @torch.no_grad()
     def sample_action(self, obs):
-        """Draw a ~ pi(.|s) for acting, (B,) or (B, action_dim). The same draw as
-        distribution(obs).sample(), without building a Distribution object: once
-        per environment step, that bookkeeping costs more than the network."""
+        """Draw a ~ pi(.|s) for acting, (B,) or (B, action_dim): a sample of the
+        same distribution as distribution(obs).sample() gives (from other random
+        numbers), without building a Distribution object, whose bookkeeping costs
+        more than the network when it is paid at every environment step."""
         out = self.actor(self.normalize(obs))  # logits or means, (B, action_dim)
         if self.continuous:
             return out + self.actor_logstd.exp() * torch.randn_like(out)
@@ -557,21 +557,26 @@ def collect_rollout(envs, agent, buf, obs, tracker, global_step, gamma):
     device = buf.obs.device
     action_space = envs.single_action_space
     continuous = isinstance(action_space, gym.spaces.Box)
+    # Per-step data is staged in NumPy and copied to the buffer once at the end:
+    # writing a NumPy row costs far less than a small torch copy, T times over.
+    obs_np = np.empty(buf.obs.shape, dtype=np.float32)  # (T, N, obs_dim)
+    rewards_np = np.empty((num_steps, num_envs), dtype=np.float32)
+    dones_np = np.empty((num_steps, num_envs), dtype=np.float32)
     buf.bootstrap.zero_()
     finished = []
     for t in range(num_steps):
-        obs_t = torch.as_tensor(obs, dtype=torch.float32, device=device)  # (N, obs_dim)
+        obs_np[t] = obs
+        obs_t = torch.from_numpy(obs_np[t]).to(device)  # (N, obs_dim); no copy on the CPU
         action = agent.sample_action(obs_t)
-        buf.obs[t], buf.actions[t] = obs_t, action
+        buf.actions[t] = action
         env_action = action.cpu().numpy()
         if continuous:
-            # Clip only what the env sees: the log-prob above belongs to the unclipped
-            # sample, which is what the Gaussian policy actually drew.
+            # Clip only what the env sees: the buffer keeps the unclipped sample, the
+            # one the Gaussian policy actually drew, and its log-prob is computed from it.
             env_action = np.clip(env_action, action_space.low, action_space.high)
         obs, reward, terminated, truncated, infos = envs.step(env_action)
         done = terminated | truncated
-        buf.rewards[t] = torch.as_tensor(reward, dtype=torch.float32, device=device)
-        buf.dones[t] = torch.as_tensor(done, dtype=torch.float32, device=device)
+        rewards_np[t], dones_np[t] = reward, done
         # A time limit stops the episode in a state that is not terminal: its value
         # V(s_final) belongs in the return (Pardo et al. 2018, "Time Limits in RL").
         cut = truncated & ~terminated
@@ -580,6 +585,9 @@ def collect_rollout(envs, agent, buf, obs, tracker, global_step, gamma):
                                         device=device)  # (number cut, obs_dim)
             buf.bootstrap[t, torch.as_tensor(cut, device=device)] = gamma * agent.get_value(final_obs)
         finished += tracker.step(reward, done, global_step + (t + 1) * num_envs)
+    buf.obs.copy_(torch.from_numpy(obs_np))
+    buf.rewards.copy_(torch.from_numpy(rewards_np))
+    buf.dones.copy_(torch.from_numpy(dones_np))
     # Log-probs and values of the whole rollout in one batched pass: the networks
     # did not change during it, so these are the numbers each step would have
     # computed, without paying the per-call overhead of tiny networks T times.
@@ -799,6 +807,7 @@ def update(agent, optimizers, state, batch, args, progress):
     batch_size = batch.obs.shape[0]
     minibatch_size = batch_size // args.num_minibatches
     beta = state["beta"]
+    params = list(agent.parameters())  # once: walking the module tree per minibatch costs more than clipping
     with torch.no_grad():
         # pi_old: the observation normalizer is frozen until the update is over,
         # so this is exactly the policy that acted.
@@ -828,7 +837,7 @@ def update(agent, optimizers, state, batch, args, progress):
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             # One global norm over both networks: a rare huge gradient cannot wreck the policy.
-            nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm)
+            nn.utils.clip_grad_norm_(params, args.max_grad_norm)
             optimizer.step()
             sums += torch.stack([pg_loss, v_loss, entropy]).detach().cpu()
             steps += 1
@@ -947,8 +956,8 @@ def load_agent(checkpoint_path, device="cpu"):
     return agent.eval()
 
 
-def check_agent_fits(agent, spaces, env_id):
-    expected = {k: agent.config[k] for k in ("obs_dim", "action_dim", "continuous")}
+def check_agent_fits(agent_config, spaces, env_id):
+    expected = {k: agent_config[k] for k in ("obs_dim", "action_dim", "continuous")}
     if expected != spaces:
         raise UsageError(f"the checkpoint's agent expects {expected}, but {env_id} has {spaces}")
 
@@ -1062,7 +1071,7 @@ def run_evaluation(args):
     env_id = args.env or checkpoint["settings"]["env"]
     spaces = describe_spaces(*check_env(env_id))
     agent = load_agent(args.eval, device)
-    check_agent_fits(agent, spaces, env_id)
+    check_agent_fits(agent.config, spaces, env_id)
     video_dir = None
     if args.capture_video:
         require_module("moviepy", "--capture-video")
@@ -1159,7 +1168,7 @@ def train(args):
         algorithm_state = initial_algorithm_state(args)
         reward_scaler = RewardScaler(args.num_envs, args.gamma, args.reward_clip) if args.norm_reward else None
         if checkpoint is not None:
-            check_agent_fits(Agent(**checkpoint["agent_config"]), spaces, args.env)
+            check_agent_fits(checkpoint["agent_config"], spaces, args.env)
             restore(checkpoint, agent, optimizers, algorithm_state, reward_scaler)
         logger = RunLogger(run_dir, args.total_timesteps, args.tensorboard)
         batch_size = args.num_envs * args.num_steps

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-SCRIPTS = ["ppo_clip", "trpo"]
+SCRIPTS = ["ppo_clip", "ppo_penalty", "trpo"]
 
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))

@@ -131,7 +131,7 @@ def test_ctrl_c_saves_a_checkpoint_that_resumes(script, tmp_path):
     last = int(rows(progress)[-1]["global_step"])
     checkpoint = torch.load(tmp_path / "run" / "model.pt", weights_only=True)
     assert checkpoint["global_step"] == last  # the checkpoint matches the last logged update
-    assert f"--resume run" in stdout
+    assert "--resume run" in stdout
     result = run_script(script, "--resume", "run", "--total-timesteps", last + 256, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert int(rows(progress)[-1]["global_step"]) == last + 256

@@ -7,8 +7,9 @@ import csv
 import pytest
 import torch
 
-from benchmarks.solved import steps_to_threshold
-from tests.conftest import TINY, load, run_script
+from tests.conftest import load, run_script, tiny
+
+TINY = tiny("ppo_penalty")
 
 ppo_penalty = load("ppo_penalty")
 
@@ -149,7 +150,7 @@ def test_select_rows_is_the_distribution_of_those_rows():
 # ----------------------------------------------------------------------------------
 # Real runs, through the command line.
 # ----------------------------------------------------------------------------------
-THREE_UPDATES = [*TINY[:-1], "192"]  # TINY with one more update, so beta changes twice
+THREE_UPDATES = [*TINY, "--total-timesteps", "192"]  # one more update than TINY: beta changes twice
 
 
 @pytest.mark.parametrize("kl_target, factor", [("1e-9", 2.0), ("100", 0.5)])
@@ -193,29 +194,3 @@ def test_bad_penalty_settings_are_one_line_errors(tmp_path, flags):
     assert result.returncode == 2
     assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
     assert not (tmp_path / "run").exists()
-
-
-# ----------------------------------------------------------------------------------
-# Learning, with the defaults. Budgets measured on seed 1 (see the README section):
-# CartPole-v1 first averages 475 over 20 episodes near step CARTPOLE_SOLVED_NEAR.
-# ----------------------------------------------------------------------------------
-CARTPOLE_BUDGET = 0
-PENDULUM_BUDGET = 0
-PENDULUM_GAIN = 300.0  # random play scores about -1200 per episode; learning must add at least this
-
-
-def test_learns_cartpole_with_the_defaults(tmp_path):
-    result = run_script("ppo_penalty", "--env", "CartPole-v1", "--seed", "1", "--total-timesteps",
-                        CARTPOLE_BUDGET, "--run-dir", "run", cwd=tmp_path, timeout=900)
-    assert result.returncode == 0, result.stderr
-    step = steps_to_threshold(tmp_path / "run" / "episodes.csv", 475.0, 20)
-    assert step is not None and step <= CARTPOLE_BUDGET
-
-
-def test_improves_on_pendulum(tmp_path):
-    result = run_script("ppo_penalty", "--env", "Pendulum-v1", "--seed", "1", "--total-timesteps",
-                        PENDULUM_BUDGET, "--run-dir", "run", cwd=tmp_path, timeout=900)
-    assert result.returncode == 0, result.stderr
-    returns = [float(e["return"]) for e in read_csv(tmp_path / "run" / "episodes.csv")]
-    first, last = sum(returns[:10]) / 10, sum(returns[-10:]) / 10
-    assert last > first + PENDULUM_GAIN, (first, last)
