@@ -16,6 +16,11 @@ def steps_to_threshold(episodes_csv, threshold, window):
     """global_step of the episode that first completes a window with mean >= threshold, or None."""
     with open(episodes_csv, newline="") as f:
         episodes = [(int(row["global_step"]), float(row["return"])) for row in csv.DictReader(f)]
+    return first_solved_step(episodes, threshold, window)
+
+
+def first_solved_step(episodes, threshold, window):
+    """The same for a list of (global_step, return) pairs in the order they ended."""
     for end in range(window, len(episodes) + 1):
         if sum(r for _, r in episodes[end - window:end]) / window >= threshold:
             return episodes[end - 1][0]

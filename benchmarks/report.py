@@ -1,0 +1,369 @@
+"""Summarize a results folder of benchmarks/run.py: a Markdown table per env and learning curves.
+
+    python benchmarks/report.py results --out report
+
+writes report/results.md and report/learning_curves.png. It reads every run
+directory <results>/<env>/<algo>/seed<k>/ (folders moved aside as
+seed<k>.incomplete-* are ignored), including runs still in progress, which are
+reported at their current step and marked as such.
+
+Final score: the mean raw return of the last 100 training episodes, CleanRL's
+metric (fewer episodes if the run had fewer, which the table says), then mean
+and standard deviation over seeds. It is compared with published numbers at 1M
+steps (the ANCHORS below): PPO-clip and PPO-penalty with the PPO columns, TRPO
+with the TRPO columns.
+
+Plotting needs matplotlib (a dependency of this report only, not of the three
+scripts); --no-plots writes the table alone.
+"""
+
+import argparse
+import csv
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script: find benchmarks/
+from benchmarks.solved import first_solved_step  # noqa: E402
+
+FINAL_EPISODES = 100  # CleanRL's final score: mean return of the last 100 training episodes
+CURVE_WINDOW = 20  # learning curves: mean of the last 20 episodes, as progress.csv's return_mean
+CURVE_POINTS = 200  # points of the common step grid the seeds are interpolated onto
+ALGORITHM_ORDER = ["ppo_clip", "ppo_penalty", "trpo"]
+FAMILY = {"ppo_clip": "PPO", "ppo_penalty": "PPO", "trpo": "TRPO"}  # which anchors a script is held to
+
+# Classic control: (threshold, window, where the threshold comes from). A run is
+# solved at the first step where the mean raw return of `window` consecutive
+# training episodes reaches the threshold (benchmarks/solved.py).
+SOLVED = {
+    "CartPole-v1": (475.0, 20, "Gymnasium's reward_threshold"),
+    "Acrobot-v1": (-100.0, 20, "Gymnasium's reward_threshold"),
+    "Pendulum-v1": (-200.0, 20, "our choice: Pendulum-v1 has no official threshold"),
+}
+
+# Published final scores at 1M steps: mean return of the last 100 training
+# episodes unless noted. (source key, label, score, note).
+SOURCES = {
+    "cleanrl": "CleanRL, `docs/benchmark/ppo_continuous_action.md` (github.com/vwxyzjn/cleanrl)",
+    "baselines": "OpenAI Baselines, `benchmarks_mujoco1M.htm` (github.com/openai/baselines)",
+    "sb3-contrib": "sb3-contrib, `docs/modules/trpo.md` (github.com/Stable-Baselines-Team/stable-baselines3-contrib)",
+    "here": "measured on this project's machine: Stable-Baselines3 PPO with its defaults plus "
+            "VecNormalize (observations and rewards), Hopper-v5, 1M steps, 1 seed",
+}
+ANCHORS = {
+    "Hopper-v5": {
+        "PPO": [("cleanrl", "CleanRL PPO", "2383 ± 272", "v4, 3 seeds"),
+                ("baselines", "Baselines ppo2", "2316", "6 seeds"),
+                ("here", "SB3 PPO", "2754", "v5, 1 seed, this machine: the number to beat")],
+        "TRPO": [("sb3-contrib", "sb3-contrib TRPO", "3372 ± 215", "v3, 3 seeds"),
+                 ("baselines", "Baselines trpo_mpi", "1913", "6 seeds")],
+    },
+    "Walker2d-v5": {
+        "PPO": [("cleanrl", "CleanRL PPO", "2288 ± 572", "v4, 3 seeds"),
+                ("baselines", "Baselines ppo2", "3425", "6 seeds")],
+        "TRPO": [("sb3-contrib", "sb3-contrib TRPO", "4502 ± 234", "v3, 3 seeds"),
+                 ("baselines", "Baselines trpo_mpi", "2343", "6 seeds")],
+    },
+    "HalfCheetah-v5": {
+        "PPO": [("cleanrl", "CleanRL PPO", "1443 ± 46", "v4, 3 seeds"),
+                ("baselines", "Baselines ppo2", "1669", "6 seeds")],
+        "TRPO": [("sb3-contrib", "sb3-contrib TRPO", "1803 ± 46", "v3, 3 seeds"),
+                 ("baselines", "Baselines trpo_mpi", "1290", "6 seeds")],
+    },
+}
+
+
+class UsageError(Exception):
+    """Bad input: one line on stderr and exit status 2."""
+
+
+# ----------------------------------------------------------------------------------
+# Reading one run
+# ----------------------------------------------------------------------------------
+def read_rows(path):
+    try:
+        with open(path, newline="") as f:
+            return list(csv.DictReader(f))
+    except FileNotFoundError:
+        return []
+
+
+def latest_timeline(rows, batch):
+    """Drop rows that a resume replayed. A run killed without a final checkpoint
+    (power cut, kill -9) resumes from its last model.pt at step C and appends
+    steps C+1... again; a row whose step goes backwards marks that, and every
+    earlier row after C belongs to the lost timeline. C is the whole-batch
+    multiple just below the first repeated step. (In episodes.csv, a lost episode
+    that ended before the first replayed one cannot be told apart and stays.)"""
+    kept = []
+    for row in rows:
+        step = int(row["global_step"])
+        if kept and step < int(kept[-1]["global_step"]):
+            resumed_at = (step - 1) // batch * batch
+            kept = [r for r in kept if int(r["global_step"]) <= resumed_at]
+        kept.append(row)
+    return kept
+
+
+def read_run(run_dir):
+    """Everything the report needs from one run directory, or None if it holds no config.json."""
+    try:
+        config = json.loads((run_dir / "config.json").read_text())
+        settings = config["settings"]
+    except (OSError, ValueError, KeyError):
+        return None
+    batch = settings["num_envs"] * settings["num_steps"]
+    episodes = latest_timeline(read_rows(run_dir / "episodes.csv"), batch)
+    progress = latest_timeline(read_rows(run_dir / "progress.csv"), batch)
+    step = int(progress[-1]["global_step"]) if progress else 0
+    target = settings["total_timesteps"] // batch * batch  # the scripts round the budget down
+    return {
+        "algorithm": config.get("algorithm", run_dir.parent.name),
+        "seed": settings["seed"],
+        "step": step,
+        "target": target,
+        "in_progress": step < target,
+        "episodes": [(int(r["global_step"]), float(r["return"])) for r in episodes],
+    }
+
+
+def collect(results):
+    """{env: {algorithm: [run, ...]}} from <results>/<env>/<algo>/seed<k>/."""
+    table = {}
+    for run_dir in sorted(results.glob("*/*/seed*")):
+        if not run_dir.is_dir() or not run_dir.name[len("seed"):].isdigit():
+            continue  # seed<k>.log, seed<k>.incomplete-<time>
+        run = read_run(run_dir)
+        if run is not None:
+            table.setdefault(run_dir.parent.parent.name, {}).setdefault(run["algorithm"], []).append(run)
+    for algos in table.values():
+        for runs in algos.values():
+            runs.sort(key=lambda run: run["seed"])
+    return table
+
+
+def final_score(run):
+    """(mean raw return of the last FINAL_EPISODES episodes, episodes averaged), or (nan, 0)."""
+    returns = [ret for _, ret in run["episodes"][-FINAL_EPISODES:]]
+    return (float(np.mean(returns)) if returns else math.nan), len(returns)
+
+
+# ----------------------------------------------------------------------------------
+# The Markdown table
+# ----------------------------------------------------------------------------------
+def ordered(names, order):
+    return sorted(names, key=lambda n: (order.index(n) if n in order else len(order), n))
+
+
+def env_order():
+    return list(SOLVED) + list(ANCHORS)
+
+
+def fmt(x):
+    """Returns are printed with one decimal under 100 in size, as integers above."""
+    if math.isnan(x):
+        return "n/a"
+    return f"{x:,.1f}" if abs(x) < 100 else f"{x:,.0f}"
+
+
+def seed_cell(run, score, count):
+    notes = []
+    if run["in_progress"]:
+        notes.append(f"in progress at {run['step']:,}/{run['target']:,}")
+    if count < FINAL_EPISODES:
+        notes.append(f"{count} episodes")
+    return f"s{run['seed']}: {fmt(score)}" + (f" ({', '.join(notes)})" if notes else "")
+
+
+def solved_cell(env, runs):
+    threshold, window, _ = SOLVED[env]
+    steps = [first_solved_step(run["episodes"], threshold, window) for run in runs]
+    reached = sorted(s for s in steps if s is not None)
+    # Unsolved runs count as infinitely slow, so the median is "not solved" once half are.
+    median = float(np.median([math.inf if s is None else s for s in steps]))
+    text = "not solved" if math.isinf(median) else f"{median:,.0f}"
+    return f"{text} ({len(reached)}/{len(runs)} solved)"
+
+
+def env_section(env, algos):
+    lines = [f"## {env}", ""]
+    solved = env in SOLVED
+    anchors = ANCHORS.get(env, {})
+    header = ["algorithm", "seeds", "steps", "final score (mean ± std over seeds)", "per seed"]
+    if solved:
+        threshold, window, origin = SOLVED[env]
+        header.append(f"median steps to solve ({threshold:g} over {window} episodes)")
+    if anchors:
+        header.append("anchors at 1M steps (same algorithm family)")
+    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for algo in ordered(algos, ALGORITHM_ORDER):
+        runs = algos[algo]
+        scores = [final_score(run) for run in runs]
+        values = np.array([s for s, _ in scores])
+        steps = sorted({run["step"] for run in runs})
+        step_text = f"{steps[0]:,}" if len(steps) == 1 else f"{steps[0]:,}–{steps[-1]:,}"
+        if any(run["in_progress"] for run in runs):
+            step_text += " (in progress)"
+        mean_std = (f"{fmt(np.nanmean(values))} ± {fmt(np.nanstd(values))}"
+                    if not np.isnan(values).all() else "no episodes yet")
+        cells = [f"`{algo}`", str(len(runs)), step_text, mean_std,
+                 "; ".join(seed_cell(run, s, n) for run, (s, n) in zip(runs, scores))]
+        if solved:
+            cells.append(solved_cell(env, runs))
+        if anchors:
+            family = anchors.get(FAMILY.get(algo), [])
+            cells.append("; ".join(f"{label} {score} ({note})" for _, label, score, note in family) or "none")
+        lines.append("| " + " | ".join(cells) + " |")
+    lines.append("")
+    if solved:
+        lines += [f"Solved threshold: {SOLVED[env][0]:g}, mean raw return of {SOLVED[env][1]} consecutive "
+                  f"training episodes ({SOLVED[env][2]}).", ""]
+    return lines
+
+
+def write_markdown(table, results, out, plot_name):
+    envs = ordered(table, env_order())
+    lines = [
+        "# Benchmark results", "",
+        f"Generated by `benchmarks/report.py` from `{results}` on {time.strftime('%Y-%m-%d %H:%M')}.", "",
+        f"**Final score**: the mean raw return of the last {FINAL_EPISODES} training episodes of a run "
+        "(CleanRL's metric; fewer where the run had fewer, noted per seed), then mean ± standard "
+        "deviation over seeds (population std, ddof = 0). Training episodes are played with the "
+        "stochastic policy. `per seed` gives each seed's score; runs still training are marked "
+        "`in progress` with their current step.", "",
+    ]
+    for env in envs:
+        lines += env_section(env, table[env])
+    if any(env in ANCHORS for env in envs):
+        lines += ["## Sources of the anchors", "",
+                  "PPO-clip and PPO-penalty are compared with the PPO anchors, TRPO with the TRPO "
+                  "anchors. The published runs used older versions of the environments (CleanRL "
+                  "v4, sb3-contrib v3, Baselines those of its time) and of MuJoCo, whose dynamics and "
+                  "rewards differ slightly from v5: read the comparison as a sanity check, not a "
+                  "ranking.", ""]
+        lines += [f"- {text}" for text in SOURCES.values()]
+        lines.append("")
+    if plot_name:
+        lines += ["## Learning curves", "",
+                  f"Mean of the last {CURVE_WINDOW} training episodes against environment steps; "
+                  "line: mean over seeds, band: ± 1 std over seeds.", "",
+                  f"![learning curves]({plot_name})", ""]
+    (out / "results.md").write_text("\n".join(lines))
+
+
+# ----------------------------------------------------------------------------------
+# Learning curves
+# ----------------------------------------------------------------------------------
+def curve(run, grid):
+    """The run's mean return over its last CURVE_WINDOW episodes, as a function of
+    the step at which each episode ended, on `grid`; NaN before the first episode
+    and after the run's current step."""
+    if not run["episodes"]:
+        return np.full(len(grid), np.nan)
+    steps = np.array([s for s, _ in run["episodes"]], dtype=float)  # (E,)
+    returns = np.array([r for _, r in run["episodes"]])  # (E,)
+    cumsum = np.concatenate([[0.0], np.cumsum(returns)])  # (E + 1,)
+    start = np.maximum(np.arange(1, len(returns) + 1) - CURVE_WINDOW, 0)  # (E,) first episode of each window
+    smoothed = (cumsum[1:] - cumsum[start]) / (np.arange(1, len(returns) + 1) - start)  # (E,)
+    values = np.interp(grid, steps, smoothed, left=np.nan)  # (G,) held flat after the last episode
+    values[grid > run["step"]] = np.nan
+    return values
+
+
+def mean_and_std(curves):
+    """Mean and std over seeds (rows) of the columns that have at least one value."""
+    curves = np.asarray(curves)  # (seeds, G)
+    valid = ~np.isnan(curves)
+    count = valid.sum(0)  # (G,)
+    filled = np.where(valid, curves, 0.0)
+    mean = filled.sum(0) / np.maximum(count, 1)
+    std = np.sqrt((np.where(valid, curves - mean, 0.0) ** 2).sum(0) / np.maximum(count, 1))
+    mean[count == 0] = np.nan
+    std[count == 0] = np.nan
+    return mean, std
+
+
+def plot(table, path):
+    import matplotlib  # only here: the report's one optional dependency
+
+    matplotlib.use("Agg")  # files only, no display needed
+    import matplotlib.pyplot as plt
+
+    envs = ordered(table, env_order())
+    cols = min(3, len(envs))
+    rows = math.ceil(len(envs) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 3.6 * rows), squeeze=False)
+    for ax, env in zip(axes.flat, envs):
+        algos = table[env]
+        last = max(run["step"] for runs in algos.values() for run in runs)
+        grid = np.linspace(0, max(last, 1), CURVE_POINTS)  # (G,)
+        for algo in ordered(algos, ALGORITHM_ORDER):
+            mean, std = mean_and_std([curve(run, grid) for run in algos[algo]])
+            (line,) = ax.plot(grid, mean, label=f"{algo} ({len(algos[algo])} seeds)")
+            ax.fill_between(grid, mean - std, mean + std, color=line.get_color(), alpha=0.2, linewidth=0)
+        ax.set_title(env)
+        ax.set_xlabel("environment steps")
+        ax.set_ylabel(f"return (last {CURVE_WINDOW} episodes)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="small")
+    for ax in list(axes.flat)[len(envs):]:
+        ax.set_visible(False)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+# ----------------------------------------------------------------------------------
+# Main
+# ----------------------------------------------------------------------------------
+class OneLineParser(argparse.ArgumentParser):
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def build_parser():
+    parser = OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("results", type=Path, help="results folder written by benchmarks/run.py")
+    parser.add_argument("--out", type=Path, default=Path("report"),
+                        help="folder for results.md and the plot (default: %(default)s)")
+    parser.add_argument("--plot-name", default="learning_curves.png",
+                        help="file name of the plot in --out (default: %(default)s)")
+    parser.add_argument("--no-plots", action="store_true",
+                        help="write results.md only, without matplotlib (default: plots on)")
+    return parser
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    prog = Path(sys.argv[0]).name
+    try:
+        if not args.results.is_dir():
+            raise UsageError(f"results folder {args.results} does not exist")
+        table = collect(args.results)
+        if not table:
+            raise UsageError(f"{args.results} holds no run directories (<env>/<algo>/seed<k>/config.json)")
+        want_plot = not args.no_plots
+        if want_plot:
+            try:
+                import matplotlib  # noqa: F401
+            except ImportError:
+                raise UsageError("plots need matplotlib (pip install matplotlib), or pass --no-plots") from None
+        args.out.mkdir(parents=True, exist_ok=True)
+        write_markdown(table, args.results, args.out, args.plot_name if want_plot else None)
+        if want_plot:
+            plot(table, args.out / args.plot_name)
+    except UsageError as error:
+        print(f"{prog}: error: {error}", file=sys.stderr)
+        return 2
+    runs = sum(len(runs) for algos in table.values() for runs in algos.values())
+    print(f"{runs} runs in {len(table)} envs: wrote {args.out / 'results.md'}"
+          + (f" and {args.out / args.plot_name}" if want_plot else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,134 @@
+"""The benchmark tools run as a user runs them: run.py, report.py and speed.py on tiny budgets."""
+
+import csv
+import importlib.util
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from tests.conftest import REPO, run_script
+
+SUITE_BUDGET = 256  # four updates of 64 steps
+HALF_BUDGET = 128  # where the "interrupted" run stopped
+SCRIPT_FLAGS = ["--num-steps", "64", "--num-minibatches", "4", "--update-epochs", "1"]
+
+
+def tool(name, *args, cwd):
+    """Run `python benchmarks/<name>.py args...`; returns CompletedProcess."""
+    return subprocess.run([sys.executable, str(REPO / "benchmarks" / f"{name}.py"), *map(str, args)],
+                          cwd=cwd, capture_output=True, text=True, timeout=300)
+
+
+def run_suite(cwd):
+    return tool("run", "--algos", "ppo_clip", "--envs", "CartPole-v1", "--seeds", 1, 2, "--jobs", 2,
+                "--results", "results", "--total-timesteps", SUITE_BUDGET, "--", *SCRIPT_FLAGS, cwd=cwd)
+
+
+def steps(path):
+    with open(path, newline="") as f:
+        return [int(row["global_step"]) for row in csv.DictReader(f)]
+
+
+@pytest.fixture(scope="module")
+def suite(tmp_path_factory):
+    """A tiny suite: seed 1 left a directory without model.pt (died before its
+    first checkpoint), seed 2 was trained halfway by the script itself."""
+    cwd = tmp_path_factory.mktemp("suite")
+    runs = cwd / "results" / "CartPole-v1" / "ppo_clip"
+    (runs / "seed1").mkdir(parents=True)
+    (runs / "seed1" / "config.json").write_text("{}")
+    half = run_script("ppo_clip", "--env", "CartPole-v1", "--seed", 2, "--total-timesteps", HALF_BUDGET,
+                      *SCRIPT_FLAGS, "--run-dir", runs / "seed2", cwd=cwd)
+    assert half.returncode == 0, half.stderr
+    first = run_suite(cwd)
+    assert first.returncode == 0, first.stdout + first.stderr
+    return cwd, runs, first
+
+
+def test_run_creates_the_layout(suite):
+    _, runs, first = suite
+    for seed in (1, 2):
+        assert {p.name for p in (runs / f"seed{seed}").iterdir()} >= {"config.json", "progress.csv",
+                                                                       "episodes.csv", "model.pt"}
+        assert (runs / f"seed{seed}.log").is_file()
+        assert steps(runs / f"seed{seed}" / "progress.csv")[-1] == SUITE_BUDGET
+    assert "2/2 runs done" in first.stdout and "ETA" in first.stdout
+
+
+def test_a_run_without_checkpoint_is_moved_aside_and_restarted(suite):
+    _, runs, _ = suite
+    aside = list(runs.glob("seed1.incomplete-*"))
+    assert len(aside) == 1 and (aside[0] / "config.json").read_text() == "{}"
+    assert steps(runs / "seed1" / "progress.csv") == [64, 128, 192, 256]
+
+
+def test_an_interrupted_run_is_resumed_not_restarted(suite):
+    _, runs, _ = suite
+    assert "--resume" in (runs / "seed2.log").read_text()
+    assert steps(runs / "seed2" / "progress.csv") == [64, 128, 192, 256]  # one timeline, continued
+
+
+def test_rerun_skips_finished_runs(suite):
+    cwd, runs, _ = suite
+    before = {seed: (runs / f"seed{seed}" / "model.pt").stat().st_mtime_ns for seed in (1, 2)}
+    logs = {seed: (runs / f"seed{seed}.log").read_text() for seed in (1, 2)}
+    again = run_suite(cwd)
+    assert again.returncode == 0, again.stderr
+    assert "2 finished (skipped)" in again.stdout
+    for seed in (1, 2):
+        assert (runs / f"seed{seed}" / "model.pt").stat().st_mtime_ns == before[seed]
+        assert (runs / f"seed{seed}.log").read_text() == logs[seed]
+
+
+def test_report_writes_the_table_and_the_plot(suite):
+    cwd, runs, _ = suite
+    result = tool("report", "results", "--out", "report", cwd=cwd)
+    assert result.returncode == 0, result.stderr
+    table = (cwd / "report" / "results.md").read_text()
+    # Expected numbers, computed here from episodes.csv: mean of each seed's last 100 returns.
+    scores = []
+    for seed in (1, 2):
+        with open(runs / f"seed{seed}" / "episodes.csv", newline="") as f:
+            returns = [float(row["return"]) for row in csv.DictReader(f)]
+        scores.append(np.mean(returns[-100:]))
+        assert f"s{seed}: {scores[-1]:,.1f} ({len(returns)} episodes)" in table  # fewer than 100: said
+    row = next(line for line in table.splitlines() if line.startswith("| `ppo_clip`"))
+    assert f"| {np.mean(scores):,.1f} ± {np.std(scores):,.1f} |" in row
+    assert "| 2 | 256 |" in row and "(0/2 solved)" in row
+    assert "last 100 training episodes" in table
+    if importlib.util.find_spec("matplotlib") is None:
+        pytest.skip("matplotlib is not installed: the plot is not checked")
+    assert (cwd / "report" / "learning_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("name, args", [
+    ("run", ["--algos", "nonexistent", "--envs", "CartPole-v1"]),
+    ("run", ["--envs", "NoSuchEnv-v0"]),  # no default budget
+    ("report", ["no-such-folder"]),
+    ("speed", ["--scripts", "nonexistent"]),
+])
+def test_bad_input_gets_one_line_and_a_nonzero_exit(tmp_path, name, args):
+    result = tool(name, *args, cwd=tmp_path)
+    assert result.returncode != 0
+    assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+    assert not (tmp_path / "results").exists()
+
+
+@pytest.mark.parametrize("name", ["run", "report", "speed"])
+def test_help_states_every_default(name):
+    result = tool(name, "--help", cwd=REPO)
+    assert result.returncode == 0
+    entries = re.split(r"\n  (?=--)", result.stdout.split("options:", 1)[1])
+    for entry in entries[1:]:  # entries[0]: -h, --help
+        assert "default" in entry, f"{name}.py {entry.split()[0]} does not state its default"
+
+
+def test_speed_prints_the_ratio(tmp_path):
+    result = tool("speed", "--steps", 2048, "--scripts", "ppo_clip", "--envs", "CartPole-v1", "--no-scaling",
+                  "--no-sb3", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert re.search(r"^ppo_clip\s+CartPole-v1\s+[\d,]+\s+[\d,]+\s+\d+%", result.stdout, re.M), result.stdout
+    assert "SB3 PPO: skipped (--no-sb3" in result.stdout
