@@ -40,6 +40,7 @@ import csv
 import dataclasses
 import importlib.metadata
 import importlib.util
+import io
 import json
 import math
 import os
@@ -968,14 +969,35 @@ def require_module(module, flag):
         raise UsageError(f"{flag} needs the '{module}' package: pip install {module}")
 
 
+def drop_rows_after(csv_path, step):
+    """Remove the rows logged after `step`, the checkpoint a run resumes from.
+    They exist only if the run was killed (not stopped with Ctrl-C) after its
+    last checkpoint; the resumed run logs those steps anew, so keeping them
+    would count them twice."""
+    if not csv_path.exists():
+        return
+    with open(csv_path, newline="") as f:
+        header, *rows = list(csv.reader(f))
+    keep = [row for row in rows if int(row[header.index("global_step")]) <= step]
+    if len(keep) < len(rows):
+        print(f"[{ALGORITHM}] {csv_path.name}: dropped {len(rows) - len(keep)} rows logged after the "
+              f"checkpoint at step {step:,}", flush=True)
+        text = io.StringIO()
+        csv.writer(text).writerows([header, *keep])
+        atomic_write(csv_path, lambda f: f.write(text.getvalue().encode()))
+
+
 class RunLogger:
     """progress.csv (one row per update), episodes.csv (one row per finished
     episode, raw returns), optional TensorBoard, and one console line per update.
     Files are opened for appending, so a resumed run continues them."""
 
-    def __init__(self, run_dir, total_timesteps, tensorboard=False):
+    def __init__(self, run_dir, total_timesteps, tensorboard=False, resume_step=None):
         self.total_timesteps = total_timesteps
         episodes_path, self.progress_path = run_dir / "episodes.csv", run_dir / "progress.csv"
+        if resume_step is not None:
+            for path in (episodes_path, self.progress_path):
+                drop_rows_after(path, resume_step)
         self.recent = deque(maxlen=RECENT_EPISODES)
         self.episode_count = 0
         if episodes_path.exists():  # resuming: carry the recent returns and the count on
@@ -1170,7 +1192,8 @@ def train(args):
         if checkpoint is not None:
             check_agent_fits(checkpoint["agent_config"], spaces, args.env)
             restore(checkpoint, agent, optimizers, algorithm_state, reward_scaler)
-        logger = RunLogger(run_dir, args.total_timesteps, args.tensorboard)
+        logger = RunLogger(run_dir, args.total_timesteps, args.tensorboard,
+                           resume_step=global_step if checkpoint else None)
         batch_size = args.num_envs * args.num_steps
         buf = Rollout.empty(args.num_steps, args.num_envs, spaces, device)
         tracker = EpisodeTracker(args.num_envs)

@@ -229,3 +229,17 @@ def test_importing_has_no_side_effects(script, tmp_path):
     code = f"import sys; sys.path.insert(0, {str(REPO)!r}); import torch; n = torch.get_num_threads(); " \
            f"import {script}; assert torch.get_num_threads() == n; import os; assert not os.listdir('.')"
     assert subprocess.run([sys.executable, "-c", code], cwd=tmp_path).returncode == 0
+
+
+def test_resume_after_a_kill_drops_rows_logged_after_the_checkpoint(script, tmp_path):
+    """A run killed outright (no Ctrl-C) has CSV rows past its last checkpoint; resuming must not count them twice."""
+    assert run_script(script, *tiny(script), "--run-dir", "run", cwd=tmp_path).returncode == 0
+    early = (tmp_path / "run" / "model.pt").read_bytes()  # the checkpoint at step 128
+    assert run_script(script, "--resume", "run", "--total-timesteps", "192", cwd=tmp_path).returncode == 0
+    (tmp_path / "run" / "model.pt").write_bytes(early)  # as if killed after logging step 192, before saving it
+    result = run_script(script, "--resume", "run", "--total-timesteps", "256", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "progress.csv: dropped 1 rows" in result.stdout
+    assert [int(r["global_step"]) for r in rows(tmp_path / "run" / "progress.csv")] == [64, 128, 192, 256]
+    steps = [int(r["global_step"]) for r in rows(tmp_path / "run" / "episodes.csv")]
+    assert steps == sorted(steps)
