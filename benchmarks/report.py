@@ -92,23 +92,6 @@ def read_rows(path):
         return []
 
 
-def latest_timeline(rows, batch):
-    """Drop rows that a resume replayed. A run killed without a final checkpoint
-    (power cut, kill -9) resumes from its last model.pt at step C and appends
-    steps C+1... again; a row whose step goes backwards marks that, and every
-    earlier row after C belongs to the lost timeline. C is the whole-batch
-    multiple just below the first repeated step. (In episodes.csv, a lost episode
-    that ended before the first replayed one cannot be told apart and stays.)"""
-    kept = []
-    for row in rows:
-        step = int(row["global_step"])
-        if kept and step < int(kept[-1]["global_step"]):
-            resumed_at = (step - 1) // batch * batch
-            kept = [r for r in kept if int(r["global_step"]) <= resumed_at]
-        kept.append(row)
-    return kept
-
-
 def read_run(run_dir):
     """Everything the report needs from one run directory, or None if it holds no config.json."""
     try:
@@ -117,8 +100,10 @@ def read_run(run_dir):
     except (OSError, ValueError, KeyError):
         return None
     batch = settings["num_envs"] * settings["num_steps"]
-    episodes = latest_timeline(read_rows(run_dir / "episodes.csv"), batch)
-    progress = latest_timeline(read_rows(run_dir / "progress.csv"), batch)
+    # A resumed run has already dropped any rows logged after its checkpoint, so
+    # both files hold one timeline.
+    episodes = read_rows(run_dir / "episodes.csv")
+    progress = read_rows(run_dir / "progress.csv")
     step = int(progress[-1]["global_step"]) if progress else 0
     target = settings["total_timesteps"] // batch * batch  # the scripts round the budget down
     return {
