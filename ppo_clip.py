@@ -439,7 +439,10 @@ class Agent(nn.Module):
         return ((obs - self.obs_rms.mean) / std).clamp(-self.obs_clip, self.obs_clip).to(obs.dtype)
 
     def get_value(self, obs):  # (B, obs_dim) -> (B,)
-        return self.critic(self.normalize(obs)).squeeze(-1)
+        return self.value_from_normalized(self.normalize(obs))
+
+    def value_from_normalized(self, x):  # (B, obs_dim) -> (B,)
+        return self.critic(x).squeeze(-1)
 
     def distribution(self, obs):
         """pi(.|s) for a batch of raw observations (B, obs_dim)."""
@@ -461,7 +464,7 @@ class Agent(nn.Module):
         dist = self.policy_from_normalized(x)
         if action is None:
             action = dist.sample()
-        return action, dist.log_prob(action), dist.entropy(), self.critic(x).squeeze(-1)
+        return action, dist.log_prob(action), dist.entropy(), self.value_from_normalized(x)
 
     @torch.no_grad()
     def sample_action(self, obs):
@@ -757,13 +760,17 @@ def update(agent, optimizers, state, batch, args, progress):
     minibatch_size = batch_size // args.num_minibatches
     value_clip = args.clip_coef if args.clip_vloss else None
     params = list(agent.parameters())  # once: walking the module tree per minibatch costs more than clipping
+    # Normalize the whole batch once: the statistics stay frozen until the update is over.
+    x = agent.normalize(batch.obs)  # (B, obs_dim)
     sums = torch.zeros(5)  # policy loss, value loss, entropy, approx KL, clip fraction
     steps, epochs_done, stopped_early = 0, 0, False
     for epoch in range(args.update_epochs):
         order = torch.randperm(batch_size, device=batch.obs.device)
         for start in range(0, batch_size, minibatch_size):
             mb = order[start:start + minibatch_size]
-            _, logprob, entropy, value = agent.get_action_and_value(batch.obs[mb], batch.actions[mb])
+            dist = agent.policy_from_normalized(x[mb])
+            logprob, entropy = dist.log_prob(batch.actions[mb]), dist.entropy()  # (M,) each
+            value = agent.value_from_normalized(x[mb])  # (M,)
             logratio = logprob - batch.logprobs[mb]
             ratio = logratio.exp()  # r_t(theta) = pi(a|s) / pi_old(a|s)
             mb_adv = batch.advantages[mb]

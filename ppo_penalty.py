@@ -457,7 +457,10 @@ class Agent(nn.Module):
         return ((obs - self.obs_rms.mean) / std).clamp(-self.obs_clip, self.obs_clip).to(obs.dtype)
 
     def get_value(self, obs):  # (B, obs_dim) -> (B,)
-        return self.critic(self.normalize(obs)).squeeze(-1)
+        return self.value_from_normalized(self.normalize(obs))
+
+    def value_from_normalized(self, x):  # (B, obs_dim) -> (B,)
+        return self.critic(x).squeeze(-1)
 
     def distribution(self, obs):
         """pi(.|s) for a batch of raw observations (B, obs_dim)."""
@@ -479,7 +482,7 @@ class Agent(nn.Module):
         dist = self.policy_from_normalized(x)
         if action is None:
             action = dist.sample()
-        return action, dist.log_prob(action), dist.entropy(), self.critic(x).squeeze(-1)
+        return action, dist.log_prob(action), dist.entropy(), self.value_from_normalized(x)
 
     @torch.no_grad()
     def sample_action(self, obs):
@@ -809,19 +812,20 @@ def update(agent, optimizers, state, batch, args, progress):
     minibatch_size = batch_size // args.num_minibatches
     beta = state["beta"]
     params = list(agent.parameters())  # once: walking the module tree per minibatch costs more than clipping
+    # Normalize the whole batch once: the statistics stay frozen until the update is over.
+    x = agent.normalize(batch.obs)  # (B, obs_dim)
     with torch.no_grad():
-        # pi_old: the observation normalizer is frozen until the update is over,
-        # so this is exactly the policy that acted.
-        old_dist = agent.distribution(batch.obs)  # batch shape (B,)
+        # pi_old: with the normalizer frozen, this is exactly the policy that acted.
+        old_dist = agent.policy_from_normalized(x)  # batch shape (B,)
     sums = torch.zeros(3)  # policy loss, value loss, entropy
     steps, epochs_done, stopped_early = 0, 0, False
     for epoch in range(args.update_epochs):
         order = torch.randperm(batch_size, device=batch.obs.device)
         for start in range(0, batch_size, minibatch_size):
             mb = order[start:start + minibatch_size]
-            dist = agent.distribution(batch.obs[mb])
+            dist = agent.policy_from_normalized(x[mb])
             logprob, entropy = dist.log_prob(batch.actions[mb]), dist.entropy()  # (M,) each
-            value = agent.get_value(batch.obs[mb])  # (M,)
+            value = agent.value_from_normalized(x[mb])  # (M,)
             ratio = (logprob - batch.logprobs[mb]).exp()  # r_t(theta) = pi(a|s) / pi_old(a|s)
             # The exact KL between the two distributions at each state, not a
             # sample estimate from the one action taken: less noise, same expectation.
@@ -850,7 +854,7 @@ def update(agent, optimizers, state, batch, args, progress):
             break
     with torch.no_grad():
         # d of section 4: the mean KL over the whole batch, after the last epoch.
-        kl_batch = torch.distributions.kl_divergence(old_dist, agent.distribution(batch.obs)).mean().item()
+        kl_batch = torch.distributions.kl_divergence(old_dist, agent.policy_from_normalized(x)).mean().item()
     if args.adaptive_beta:
         state["beta"] = adapt_beta(beta, kl_batch, args.kl_target)  # used from the next update on
     means = (sums / steps).tolist()

@@ -466,7 +466,10 @@ class Agent(nn.Module):
         return ((obs - self.obs_rms.mean) / std).clamp(-self.obs_clip, self.obs_clip).to(obs.dtype)
 
     def get_value(self, obs):  # (B, obs_dim) -> (B,)
-        return self.critic(self.normalize(obs)).squeeze(-1)
+        return self.value_from_normalized(self.normalize(obs))
+
+    def value_from_normalized(self, x):  # (B, obs_dim) -> (B,)
+        return self.critic(x).squeeze(-1)
 
     def distribution(self, obs):
         """pi(.|s) for a batch of raw observations (B, obs_dim)."""
@@ -488,7 +491,7 @@ class Agent(nn.Module):
         dist = self.policy_from_normalized(x)
         if action is None:
             action = dist.sample()
-        return action, dist.log_prob(action), dist.entropy(), self.critic(x).squeeze(-1)
+        return action, dist.log_prob(action), dist.entropy(), self.value_from_normalized(x)
 
     @torch.no_grad()
     def sample_action(self, obs):
