@@ -272,13 +272,25 @@ def mean_and_std(curves):
     return mean, std
 
 
+def short_number(x, _position=None):
+    """Axis labels like 50k and 1M, which do not run into each other."""
+    for limit, suffix in ((1e6, "M"), (1e3, "k")):
+        if abs(x) >= limit:
+            return f"{x / limit:g}{suffix}"
+    return f"{x:g}"
+
+
 def plot(table, path):
     import matplotlib  # only here: the report's one optional dependency
 
     matplotlib.use("Agg")  # files only, no display needed
     import matplotlib.pyplot as plt
 
-    envs = ordered(table, env_order())
+    # An env whose runs have not finished an episode yet has nothing to draw.
+    envs = [env for env in ordered(table, env_order())
+            if any(run["episodes"] for runs in table[env].values() for run in runs)]
+    if not envs:
+        return
     cols = min(3, len(envs))
     rows = math.ceil(len(envs) / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 3.6 * rows), squeeze=False)
@@ -288,10 +300,15 @@ def plot(table, path):
         grid = np.linspace(0, max(last, 1), CURVE_POINTS)  # (G,)
         for algo in ordered(algos, ALGORITHM_ORDER):
             mean, std = mean_and_std([curve(run, grid) for run in algos[algo]])
-            (line,) = ax.plot(grid, mean, label=f"{algo} ({len(algos[algo])} seeds)")
+            runs = algos[algo]
+            training = sum(run["in_progress"] for run in runs)
+            label = f"{algo} ({len(runs)} seed{'s' if len(runs) > 1 else ''}" + (
+                f", {training} in progress)" if training else ")")
+            (line,) = ax.plot(grid, mean, label=label)
             ax.fill_between(grid, mean - std, mean + std, color=line.get_color(), alpha=0.2, linewidth=0)
         ax.set_title(env)
         ax.set_xlabel("environment steps")
+        ax.xaxis.set_major_formatter(plt.FuncFormatter(short_number))
         ax.set_ylabel(f"return (last {CURVE_WINDOW} episodes)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize="small")
