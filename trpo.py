@@ -380,14 +380,15 @@ def describe_spaces(obs_space, action_space):
 # === shared: agent ===
 POLICY_HEAD_GAIN = 0.01  # near-zero logits / means: the first policy is near uniform or centred
 VALUE_HEAD_GAIN = 1.0
-HIDDEN_GAIN = math.sqrt(2)  # orthogonal init scale that keeps activations' variance (Saxe et al. 2014)
+HIDDEN_GAIN = math.sqrt(2)  # OpenAI baselines' scale for hidden layers, kept by every PPO that matches it
 STD_EPSILON = 1e-8  # keeps the normalizer's division finite for a constant feature
 
 
 class RunningMeanStd(nn.Module):
     """Running mean and variance of a stream of vectors, merged batch by batch
-    with the parallel formula of Chan et al. (1979), so merging two halves gives
-    exactly the statistics of the whole. Buffers, so state_dict saves them."""
+    with the parallel formula of Chan et al. (1979): merging the statistics of
+    two halves gives those of the whole, up to rounding. Buffers, so
+    state_dict saves them."""
 
     def __init__(self, shape):
         super().__init__()
@@ -410,7 +411,9 @@ class RunningMeanStd(nn.Module):
 
 
 def layer_init(layer, gain):
-    """Orthogonal weights, zero bias (Huang et al. 2022, detail 2)."""
+    """Orthogonal weights (Saxe et al. 2014) scaled by `gain`, zero bias
+    (Huang et al. 2022, detail 2): better-conditioned first steps than PyTorch's
+    default uniform init."""
     nn.init.orthogonal_(layer.weight, gain)
     nn.init.zeros_(layer.bias)
     return layer
@@ -503,7 +506,7 @@ class Agent(nn.Module):
         if self.continuous:
             return out + self.actor_logstd.exp() * torch.randn_like(out)
         # Gumbel-max trick: argmax(logits + Gumbel noise) is an exact sample of
-        # softmax(logits); Gumbel noise is -log(E) with E ~ Exponential(1). Three
+        # softmax(logits); Gumbel noise is -log(E) with E ~ Exponential(1). A few
         # cheap ops, where torch.multinomial costs more per call than the network.
         return (out - torch.empty_like(out).exponential_().log()).argmax(dim=-1)
 
@@ -535,8 +538,7 @@ class Rollout:
         def zeros(*trailing):
             return torch.zeros((num_steps, num_envs, *trailing), device=device)
 
-        action_shape = (spaces["action_dim"],) if spaces["continuous"] else ()
-        actions = zeros(*action_shape) if spaces["continuous"] else zeros().long()
+        actions = zeros(spaces["action_dim"]) if spaces["continuous"] else zeros().long()
         return cls(obs=zeros(spaces["obs_dim"]), actions=actions, logprobs=zeros(), values=zeros(),
                    rewards=zeros(), dones=zeros(), bootstrap=zeros())
 
