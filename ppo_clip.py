@@ -39,6 +39,7 @@ import re
 import signal
 import sys
 import time
+import warnings
 from collections import deque
 from pathlib import Path
 
@@ -340,6 +341,23 @@ def check_env(env_id):
             or (isinstance(action_space, gym.spaces.Box) and len(action_space.shape) == 1)):
         raise UsageError(f"{env_id} has action space {action_space}; supported: Discrete or a 1-D Box")
     return obs_space, action_space
+
+
+def check_rendering(env_id):
+    """--capture-video needs frames: render one before a run directory exists, so a
+    machine without a display or OpenGL gets a clear message instead of a crash."""
+    require_module("moviepy", "--capture-video")
+    try:
+        with warnings.catch_warnings():  # windowing libraries warn on stderr before they fail
+            warnings.simplefilter("ignore")
+            env = gym.make(env_id, render_mode="rgb_array")
+            env.reset(seed=0)
+            env.render()
+            env.close()
+    except Exception as error:  # pygame, OpenGL and MuJoCo raise their own types
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise UsageError(f"--capture-video: {env_id} cannot render here ({reason}); MuJoCo without "
+                         f"a display needs MUJOCO_GL=egl or MUJOCO_GL=osmesa") from None
 
 
 def describe_spaces(obs_space, action_space):
@@ -1043,7 +1061,7 @@ def run_evaluation(args):
     check_agent_fits(agent.config, spaces, env_id)
     video_dir = None
     if args.capture_video:
-        require_module("moviepy", "--capture-video")
+        check_rendering(env_id)
         video_dir = Path(args.eval).parent / f"eval-videos-{time.strftime('%Y%m%d-%H%M%S')}"
     returns = evaluate(agent, env_id, args.eval_episodes, args.seed, device,
                        deterministic=not args.stochastic_eval, video_dir=video_dir)
@@ -1088,7 +1106,7 @@ def open_run(args, device):
     """Check everything a run needs before touching the disk; then create (or,
     with --resume, reopen) the run directory. Returns (run_dir, checkpoint or None)."""
     if args.capture_video:
-        require_module("moviepy", "--capture-video")
+        check_rendering(args.env)
     if args.tensorboard:
         require_module("tensorboard", "--tensorboard")
     if args.resume is None:

@@ -225,6 +225,15 @@ def test_tensorboard_and_video_extras(script, tmp_path):
     assert list((tmp_path / "run").glob("eval-videos-*/*.mp4"))
 
 
+def test_capture_video_without_a_display_is_one_line(script, tmp_path):
+    pytest.importorskip("moviepy")
+    result = run_script(script, *tiny(script), "--env", "tests.toy_envs:NoDisplay-v0", "--capture-video",
+                        "--run-dir", "run", cwd=tmp_path)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert "cannot render here (no display here)" in result.stderr
+    assert not (tmp_path / "run").exists()
+
+
 def test_importing_has_no_side_effects(script, tmp_path):
     code = f"import sys; sys.path.insert(0, {str(REPO)!r}); import torch; n = torch.get_num_threads(); " \
            f"import {script}; assert torch.get_num_threads() == n; import os; assert not os.listdir('.')"

@@ -55,6 +55,19 @@ class NanReward(gym.Env):
         return np.zeros(3, np.float32), reward, False, self.total_steps % 10 == 0, {}
 
 
+class NoDisplay(Corridor):
+    """Renders like a machine without a display: --capture-video must say so in one line."""
+
+    metadata = {"render_modes": ["rgb_array"]}
+
+    def __init__(self, render_mode=None):
+        super().__init__()
+        self.render_mode = render_mode
+
+    def render(self):
+        raise RuntimeError("no display here")
+
+
 class _Unsupported(gym.Env):
     def reset(self, *, seed=None, options=None):
         super().reset(seed=seed)
@@ -72,6 +85,7 @@ FLAT = spaces.Box(-1.0, 1.0, (3,), np.float32)
 gym.register("CorridorTerminates-v0", entry_point=Corridor, kwargs={"terminate": True})
 gym.register("CorridorTimeLimit-v0", entry_point=Corridor, kwargs={"terminate": False}, max_episode_steps=5)
 gym.register("NanReward-v0", entry_point=NanReward)
+gym.register("NoDisplay-v0", entry_point=NoDisplay, max_episode_steps=5)
 gym.register("DictObs-v0", entry_point=_unsupported(spaces.Dict({"x": FLAT}), spaces.Discrete(2)))
 gym.register("ImageObs-v0", entry_point=_unsupported(spaces.Box(0, 255, (8, 8, 3), np.uint8), spaces.Discrete(2)))
 gym.register("MultiDiscreteAct-v0", entry_point=_unsupported(FLAT, spaces.MultiDiscrete([2, 3])))
