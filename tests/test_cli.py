@@ -11,7 +11,7 @@ import time
 import pytest
 import torch
 
-from tests.conftest import REPO, run_script, tiny
+from tests.conftest import REPO, SCRIPTS, run_script, tiny
 
 
 def rows(path):
@@ -188,6 +188,21 @@ def test_bad_checkpoints(script, trained, tmp_path):
         result = run_script(script, *flags, cwd=tmp_path)
         assert result.returncode != 0 and len(result.stderr.strip().splitlines()) == 1, result.stderr
         assert message in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_cuda_without_a_gpu_is_one_line(script, tmp_path):
+    result = run_script(script, *tiny(script), "--device", "cuda", "--run-dir", "run", cwd=tmp_path)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert "no CUDA device" in result.stderr and not (tmp_path / "run").exists()
+
+
+def test_resume_refuses_another_algorithms_run(script, trained):
+    run_dir, _ = trained(script)
+    other = next(name for name in SCRIPTS if name != script)
+    result = run_script(other, "--resume", run_dir, "--total-timesteps", "256", cwd=run_dir.parent)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert f"is a {script} run, this script is {other}" in result.stderr
 
 
 def test_existing_run_directory_is_never_overwritten(script, tmp_path):
