@@ -9,7 +9,7 @@ Advantage Estimation (Schulman et al. 2015, arXiv 1506.02438).
 
 The file reads top to bottom in the order of the algorithm:
 
-    configuration -> seeding and device -> environments -> agent -> rollout
+    configuration -> seeding and device -> distributed -> environments -> agent -> rollout
     -> advantages (GAE) -> THE UPDATE -> logging and checkpoints -> evaluation
     -> training loop and main
 
@@ -46,6 +46,7 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 import torch
+import torch.distributed as dist
 import torch.nn as nn
 from torch.distributions import Categorical, Independent, Normal
 
@@ -276,6 +277,106 @@ def resolve_device(name):
     if name == "cuda" and not torch.cuda.is_available():
         raise UsageError("--device cuda was asked for but torch sees no CUDA device")
     return torch.device(name)
+# === end shared ===
+
+
+# === shared: distributed ===
+# Synchronous data parallelism, as in DeepMind's distributed PPO (Heess et al.
+# 2017, arXiv 1707.02286): `torchrun --nproc_per_node N X.py` starts N copies of
+# this script; each steps its own environments and computes gradients on its own
+# batch, and the copies average what they must so that every one takes exactly
+# the same step. Started as `python X.py`, there is one copy and all of this does
+# nothing. What is averaged where:
+#   - parameters: broadcast from rank 0 at the start, identical from then on;
+#   - PPO: gradients, before every optimizer step; the KL behind early stopping
+#     and beta; TRPO: the policy gradient, every Fisher-vector product, the line
+#     search's surrogate and KL, and the value function's gradients;
+#   - normalizer statistics: merged from every rank's observations and returns;
+#   - episodes: gathered to rank 0, the only rank that writes the run directory.
+def world():
+    """(rank, world size) of this copy; (0, 1) when not launched by torchrun."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def start_distributed(device):
+    """Join torchrun's process group if torchrun started us; returns the device to use.
+    NCCL when every rank has a GPU, gloo (CPU) otherwise."""
+    if int(os.environ.get("WORLD_SIZE", "1")) == 1:
+        return device
+    if device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return device
+
+
+def all_reduce_mean_(tensor):
+    """Average `tensor` over the ranks, in place; every rank gets the same bits."""
+    rank, size = world()
+    if size > 1:
+        dist.all_reduce(tensor)
+        tensor /= size
+    return tensor
+
+
+def average_gradients(params):
+    """Average the gradients over the ranks in one all-reduce of their concatenation."""
+    if world()[1] > 1:
+        grads = [p.grad for p in params if p.grad is not None]
+        flat = all_reduce_mean_(torch.cat([g.reshape(-1) for g in grads]))
+        offset = 0
+        for g in grads:
+            g.copy_(flat[offset:offset + g.numel()].view_as(g))
+            offset += g.numel()
+
+
+def broadcast_state(module):
+    """Copy rank 0's parameters and buffers to every rank."""
+    if world()[1] > 1:
+        for tensor in module.state_dict().values():
+            dist.broadcast(tensor, src=0)
+
+
+def all_gather_rows(x):
+    """Concatenate every rank's (B, ...) tensor into (world * B, ...), in rank order."""
+    rank, size = world()
+    if size == 1:
+        return x
+    parts = [torch.empty_like(x) for _ in range(size)]
+    dist.all_gather(parts, x.contiguous())
+    return torch.cat(parts)
+
+
+def gather_to_rank0(items):
+    """Every rank's list, concatenated on rank 0 (other ranks get an empty list)."""
+    rank, size = world()
+    if size == 1:
+        return items
+    lists = [None] * size if rank == 0 else None
+    dist.gather_object(items, lists, dst=0)
+    return [item for part in lists for item in part] if rank == 0 else []
+
+
+def any_rank(flag):
+    """True on every rank if it is true on any: a decision all ranks must take together."""
+    if world()[1] == 1:
+        return flag
+    value = torch.tensor(float(flag))
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return bool(value.item())
+
+
+def check_replicas(agent):
+    """Raise unless every rank holds bit-identical parameters; returns the world size."""
+    rank, size = world()
+    if size > 1:
+        flat = torch.cat([t.detach().reshape(-1).double().cpu() for t in agent.state_dict().values()])
+        copies = all_gather_rows(flat.unsqueeze(0))
+        if not bool((copies == copies[0]).all()):
+            raise TrainingDiverged("the ranks' parameters differ: the replicas are out of sync")
+    return size
 # === end shared ===
 
 
@@ -590,7 +691,7 @@ def collect_rollout(envs, agent, buf, obs, tracker, global_step, gamma):
             final_obs = torch.as_tensor(np.stack(infos["final_obs"][cut]), dtype=torch.float32,
                                         device=device)  # (number cut, obs_dim)
             buf.bootstrap[t, torch.as_tensor(cut, device=device)] = gamma * agent.get_value(final_obs)
-        finished += tracker.step(reward, done, global_step + (t + 1) * num_envs)
+        finished += tracker.step(reward, done, global_step + (t + 1) * num_envs * world()[1])
     buf.obs.copy_(torch.from_numpy(obs_np))
     buf.rewards.copy_(torch.from_numpy(rewards_np))
     buf.dones.copy_(torch.from_numpy(dones_np))
@@ -630,7 +731,7 @@ class RewardScaler:
             discounted += rewards[t]
             returns[t] = discounted
             discounted[dones[t]] = 0.0  # an episode ended: its successor starts from 0
-        self.rms.update(torch.from_numpy(returns.reshape(-1)))
+        self.rms.update(all_gather_rows(torch.from_numpy(returns.reshape(-1))))  # every rank's returns
 
     def scale(self, rewards):
         std = torch.sqrt(self.rms.var + STD_EPSILON).to(rewards.dtype)
@@ -802,6 +903,7 @@ def update(agent, optimizers, state, batch, args, progress):
             loss = pg_loss - args.ent_coef * entropy + args.vf_coef * v_loss
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            average_gradients(params)  # the same step on every rank (no-op in one process)
             # One global norm over both networks: a rare huge gradient cannot wreck the policy.
             nn.utils.clip_grad_norm_(params, args.max_grad_norm)
             optimizer.step()
@@ -812,13 +914,13 @@ def update(agent, optimizers, state, batch, args, progress):
                 clip_frac = ((ratio - 1).abs() > args.clip_coef).float().mean()
                 sums += torch.stack([pg_loss, v_loss, entropy, approx_kl, clip_frac]).detach().cpu()
             steps += 1
-            if args.target_kl is not None and approx_kl.item() > args.target_kl:
+            if args.target_kl is not None and all_reduce_mean_(approx_kl).item() > args.target_kl:
                 stopped_early = True  # the policy moved far enough; more steps would overshoot
                 break
         epochs_done = epoch + 1
         if stopped_early:
             break
-    means = (sums / steps).tolist()
+    means = all_reduce_mean_(sums / steps).tolist()
     return {"learning_rate": lr, "policy_loss": means[0], "value_loss": means[1], "entropy": means[2],
             "approx_kl": means[3], "clip_fraction": means[4], "epochs": epochs_done}
 
@@ -1102,16 +1204,18 @@ class StopOnSigint:
             signal.signal(signal.SIGINT, self.previous)
 
 
-def open_run(args, device):
+def open_run(args, device, rank=0):
     """Check everything a run needs before touching the disk; then create (or,
-    with --resume, reopen) the run directory. Returns (run_dir, checkpoint or None)."""
-    if args.capture_video:
+    with --resume, reopen) the run directory, on rank 0 only: the other ranks of
+    a distributed run write nothing. Returns (run_dir, checkpoint or None)."""
+    if args.capture_video and rank == 0:
         check_rendering(args.env)
     if args.tensorboard:
         require_module("tensorboard", "--tensorboard")
     if args.resume is None:
         run_dir = Path(args.run_dir) if args.run_dir else default_run_dir(args)
-        create_run_dir(run_dir)
+        if rank == 0:
+            create_run_dir(run_dir)
         checkpoint = None
     else:
         run_dir = Path(args.resume)
@@ -1119,7 +1223,8 @@ def open_run(args, device):
         if checkpoint["global_step"] + args.num_envs * args.num_steps > args.total_timesteps:
             raise UsageError(f"{run_dir} is already at step {checkpoint['global_step']:,}; "
                              f"pass a larger --total-timesteps to continue it")
-    write_config(run_dir, args)
+    if rank == 0:
+        write_config(run_dir, args)
     return run_dir, checkpoint
 
 
@@ -1136,19 +1241,21 @@ def restore(checkpoint, agent, optimizers, algorithm_state, reward_scaler):
 def train(args):
     """Train as `args` says; returns a summary dict. Raises UsageError on bad input."""
     spaces = describe_spaces(*check_env(args.env))
-    device = resolve_device(args.device)
-    run_dir, checkpoint = open_run(args, device)
+    device = start_distributed(resolve_device(args.device))
+    rank, world_size = world()
+    run_dir, checkpoint = open_run(args, device, rank)
     torch.set_num_threads(args.torch_threads)  # process-wide; chosen on purpose, see --torch-threads
     global_step, updates, elapsed_before = ((checkpoint["global_step"], checkpoint["updates"], checkpoint["elapsed"])
                                             if checkpoint else (0, 0, 0.0))
     envs = make_vector_env(args.env, args.num_envs, args.vector,
-                           run_dir / "videos" if args.capture_video else None)
+                           run_dir / "videos" if args.capture_video and rank == 0 else None)
     logger = None
     try:
         # Seed before the networks are built: their initial weights are random too.
         # A resumed run starts new episodes, seeded by its step so they differ from
-        # the ones already played; restore() then continues its generators exactly.
-        obs = seed_everything(args.seed + global_step, envs)
+        # the ones already played. Each rank's environments get their own seeds.
+        seed = args.seed + global_step + rank * args.num_envs
+        obs = seed_everything(seed, envs)
         agent = Agent(spaces["obs_dim"], spaces["action_dim"], spaces["continuous"], args.hidden_sizes,
                       args.norm_obs, args.obs_clip).to(device)
         optimizers = make_optimizers(agent, args)
@@ -1157,24 +1264,34 @@ def train(args):
         if checkpoint is not None:
             check_agent_fits(checkpoint["agent_config"], spaces, args.env)
             restore(checkpoint, agent, optimizers, algorithm_state, reward_scaler)
-        logger = RunLogger(run_dir, args.total_timesteps, args.tensorboard,
-                           resume_step=global_step if checkpoint else None)
-        batch_size = args.num_envs * args.num_steps
+            if world_size > 1:
+                torch.manual_seed(seed)  # the checkpoint holds rank 0's generator: give each rank its own
+        broadcast_state(agent)  # every rank starts from rank 0's weights
+        if rank == 0:
+            logger = RunLogger(run_dir, args.total_timesteps, args.tensorboard,
+                               resume_step=global_step if checkpoint else None)
+        batch_size = args.num_envs * args.num_steps * world_size  # all ranks together
         buf = Rollout.empty(args.num_steps, args.num_envs, spaces, device)
         tracker = EpisodeTracker(args.num_envs)
         checkpoint_path = run_dir / "model.pt"
         start, start_step = time.time(), global_step
 
         def save():
-            save_checkpoint(checkpoint_path, agent, optimizers, algorithm_state, reward_scaler, args,
-                            global_step, updates, elapsed_before + time.time() - start)
+            if rank == 0:
+                save_checkpoint(checkpoint_path, agent, optimizers, algorithm_state, reward_scaler, args,
+                                global_step, updates, elapsed_before + time.time() - start)
 
+        stopped = False
         with StopOnSigint() as stop:
-            while global_step + batch_size <= args.total_timesteps and not stop.requested:
+            while global_step + batch_size <= args.total_timesteps:
+                # Ranks stop together: a Ctrl-C seen by any of them stops all after this update.
+                stopped = any_rank(stop.requested)
+                if stopped:
+                    break
                 progress = global_step / args.total_timesteps
                 obs, finished = collect_rollout(envs, agent, buf, obs, tracker, global_step, args.gamma)
                 global_step += batch_size
-                logger.episodes(finished)
+                finished = gather_to_rank0(finished)
                 with torch.no_grad():
                     next_value = agent.get_value(torch.as_tensor(obs, dtype=torch.float32, device=device))
                 batch = make_batch(buf, next_value, reward_scaler, args.gamma, args.gae_lambda)
@@ -1187,24 +1304,33 @@ def train(args):
                 if args.norm_obs:
                     # Only now, after the update: the policy that acted and the one the
                     # update started from saw observations normalized the same way.
-                    agent.obs_rms.update(batch.obs)
+                    # Every rank merges every rank's observations, so all normalize alike.
+                    agent.obs_rms.update(all_gather_rows(batch.obs))
                 updates += 1
-                now = time.time()
-                logger.progress(global_step, elapsed_before + now - start,
-                                (global_step - start_step) / (now - start), stats)
+                if logger is not None:
+                    logger.episodes(finished)
+                    now = time.time()
+                    logger.progress(global_step, elapsed_before + now - start,
+                                    (global_step - start_step) / (now - start), stats)
                 if updates % args.checkpoint_every == 0:
                     save()
+        if check_replicas(agent) > 1 and rank == 0:
+            print(f"[{ALGORITHM}] parameters identical on all {world_size} ranks", flush=True)
         save()
-        if stop.requested:
+        if stopped and rank == 0:
             print(f"[{ALGORITHM}] stopped at step {global_step:,}; continue with: "
                   f"python {Path(sys.argv[0]).name} --resume {run_dir}", flush=True)
     finally:
         envs.close()
         if logger is not None:
             logger.close()
-    returns = [r for r, _ in logger.recent]
+        if world_size > 1:
+            dist.barrier()  # leave together: a rank tearing down while another still talks can abort
+            dist.destroy_process_group()
+    returns = [r for r, _ in logger.recent] if logger is not None else []
     return {"run_dir": str(run_dir), "global_step": global_step, "updates": updates,
-            "episodes": logger.episode_count, "interrupted": stop.requested,
+            "episodes": logger.episode_count if logger is not None else 0,
+            "interrupted": stopped,
             "recent_return_mean": float(np.mean(returns)) if returns else float("nan")}
 
 
@@ -1229,5 +1355,14 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    status = main()
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        # A torchrun worker leaves without Python's shutdown: gloo's threads, torn
+        # down in an arbitrary order at interpreter exit, abort the process now and
+        # then ("terminate called without an active exception"), failing a run that
+        # finished. Everything is saved and flushed by now.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(status)
+    sys.exit(status)
 # === end shared ===

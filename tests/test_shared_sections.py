@@ -9,7 +9,7 @@ from tools.shared_sections import sections
 
 # The order of the algorithm (STYLE.md principle 1); the update sits between
 # "advantages" and "logging and checkpoints" and is each file's own.
-EXPECTED = ["configuration", "seeding and device", "environments", "agent", "rollout", "advantages",
+EXPECTED = ["configuration", "seeding and device", "distributed", "environments", "agent", "rollout", "advantages",
             "logging and checkpoints", "evaluation", "training loop and main"]
 
 
