@@ -341,7 +341,7 @@ def start_distributed(device):
 
 def all_reduce_mean_(tensor):
     """Average `tensor` over the ranks, in place; every rank gets the same bits."""
-    rank, size = world()
+    _, size = world()
     if size > 1:
         dist.all_reduce(tensor)
         tensor /= size
@@ -368,7 +368,7 @@ def broadcast_state(module):
 
 def all_gather_rows(x):
     """Concatenate every rank's (B, ...) tensor into (world * B, ...), in rank order."""
-    rank, size = world()
+    _, size = world()
     if size == 1:
         return x
     parts = [torch.empty_like(x) for _ in range(size)]

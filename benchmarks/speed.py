@@ -34,7 +34,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
 SCRIPTS = ["ppo_clip", "ppo_penalty", "trpo"]
