@@ -5,7 +5,9 @@
 writes report/results.md and report/learning_curves.png. It reads every run
 directory <results>/<env>/<algo>/seed<k>/ (folders moved aside as
 seed<k>.incomplete-* are ignored), including runs still in progress, which are
-reported at their current step and marked as such.
+reported at their current step and marked as such. Runs that run.py trained
+with --tag (in <env>/<algo>+<tag>/) are a separate row labelled "tuned", next
+to the default row, with the settings in which they differ from it.
 
 Final score: the mean raw return of the last 100 training episodes, CleanRL's
 metric (fewer episodes if the run had fewer, which the table says), then mean
@@ -35,6 +37,9 @@ CURVE_WINDOW = 20  # learning curves: mean of the last 20 episodes, as progress.
 CURVE_POINTS = 200  # points of the common step grid the seeds are interpolated onto
 ALGORITHM_ORDER = ["ppo_clip", "ppo_penalty", "trpo"]
 FAMILY = {"ppo_clip": "PPO", "ppo_penalty": "PPO", "trpo": "TRPO"}  # which anchors a script is held to
+TAG_SEPARATOR = "+"  # run.py --tag: <algo>+<tag>/ holds runs with non-default settings
+# Settings that differ between runs of one row by design, not tuning.
+PER_RUN_SETTINGS = {"seed", "total_timesteps"}
 
 # Classic control: (threshold, window, where the threshold comes from). A run is
 # solved at the first step where the mean raw return of `window` consecutive
@@ -107,7 +112,8 @@ def read_run(run_dir):
     step = int(progress[-1]["global_step"]) if progress else 0
     target = settings["total_timesteps"] // batch * batch  # the scripts round the budget down
     return {
-        "algorithm": config.get("algorithm", run_dir.parent.name),
+        "algorithm": config.get("algorithm", run_dir.parent.name.partition(TAG_SEPARATOR)[0]),
+        "settings": settings,
         "seed": settings["seed"],
         "step": step,
         "target": target,
@@ -117,14 +123,15 @@ def read_run(run_dir):
 
 
 def collect(results):
-    """{env: {algorithm: [run, ...]}} from <results>/<env>/<algo>/seed<k>/."""
+    """{env: {row: [run, ...]}} from <results>/<env>/<row>/seed<k>/, where a row is
+    an algorithm (its default settings) or <algo>+<tag> (run.py --tag)."""
     table = {}
     for run_dir in sorted(results.glob("*/*/seed*")):
         if not run_dir.is_dir() or not run_dir.name[len("seed"):].isdigit():
             continue  # seed<k>.log, seed<k>.incomplete-<time>
         run = read_run(run_dir)
         if run is not None:
-            table.setdefault(run_dir.parent.parent.name, {}).setdefault(run["algorithm"], []).append(run)
+            table.setdefault(run_dir.parent.parent.name, {}).setdefault(run_dir.parent.name, []).append(run)
     for algos in table.values():
         for runs in algos.values():
             runs.sort(key=lambda run: run["seed"])
@@ -141,7 +148,36 @@ def final_score(run):
 # The Markdown table
 # ----------------------------------------------------------------------------------
 def ordered(names, order):
-    return sorted(names, key=lambda n: (order.index(n) if n in order else len(order), n))
+    """`names` in the order of `order`, a tuned row <algo>+<tag> right after its algorithm's row."""
+    def key(name):
+        base, _, tag = name.partition(TAG_SEPARATOR)
+        return (order.index(base) if base in order else len(order), base, tag)
+    return sorted(names, key=key)
+
+
+def flag(name, value):
+    """A setting as the command-line flag that sets it: num_envs 2 -> `--num-envs 2`."""
+    option = "--" + name.replace("_", "-")
+    if isinstance(value, bool):
+        return option if value else "--no-" + option[2:]
+    if isinstance(value, list):
+        return f"{option} {' '.join(map(str, value))}"
+    return f"{option} {value}"
+
+
+def row_label(row, runs, algos):
+    """`algo` for the default row; for a tuned row also the flags that set it apart
+    from the default row of the same env (read from the runs' config.json)."""
+    algorithm = runs[0]["algorithm"]
+    if row == algorithm:
+        return f"`{algorithm}`"
+    tag = row.partition(TAG_SEPARATOR)[2]
+    if algorithm not in algos:
+        return f"`{algorithm}` **tuned** ({tag}; no default row to compare with)"
+    default, tuned = algos[algorithm][0]["settings"], runs[0]["settings"]
+    changed = [flag(name, tuned[name]) for name in tuned
+               if name not in PER_RUN_SETTINGS and tuned[name] != default.get(name)]
+    return f"`{algorithm}` **tuned** ({tag}): " + (" ".join(f"`{c}`" for c in changed) or "same settings")
 
 
 def env_order():
@@ -185,8 +221,8 @@ def env_section(env, algos):
     if anchors:
         header.append("anchors at 1M steps (same algorithm family)")
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for algo in ordered(algos, ALGORITHM_ORDER):
-        runs = algos[algo]
+    for row in ordered(algos, ALGORITHM_ORDER):
+        runs = algos[row]
         scores = [final_score(run) for run in runs]
         values = np.array([s for s, _ in scores])
         steps = sorted({run["step"] for run in runs})
@@ -195,12 +231,12 @@ def env_section(env, algos):
             step_text += " (in progress)"
         mean_std = (f"{fmt(np.nanmean(values))} ± {fmt(np.nanstd(values))}"
                     if not np.isnan(values).all() else "no episodes yet")
-        cells = [f"`{algo}`", str(len(runs)), step_text, mean_std,
+        cells = [row_label(row, runs, algos), str(len(runs)), step_text, mean_std,
                  "; ".join(seed_cell(run, s, n) for run, (s, n) in zip(runs, scores))]
         if solved:
             cells.append(solved_cell(env, runs))
         if anchors:
-            family = anchors.get(FAMILY.get(algo), [])
+            family = anchors.get(FAMILY.get(runs[0]["algorithm"]), [])
             cells.append("; ".join(f"{label} {score} ({note})" for _, label, score, note in family) or "none")
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
@@ -219,7 +255,8 @@ def write_markdown(table, results, out, plot_name):
         "(CleanRL's metric; fewer where the run had fewer, noted per seed), then mean ± standard "
         "deviation over seeds (population std, ddof = 0). Training episodes are played with the "
         "stochastic policy. `per seed` gives each seed's score; runs still training are marked "
-        "`in progress` with their current step.", "",
+        "`in progress` with their current step. Every script runs with its default settings; a "
+        "row marked **tuned** ran with the settings listed beside it, next to the default row.", "",
     ]
     for env in envs:
         lines += env_section(env, table[env])
@@ -298,13 +335,16 @@ def plot(table, path):
         algos = table[env]
         last = max(run["step"] for runs in algos.values() for run in runs)
         grid = np.linspace(0, max(last, 1), CURVE_POINTS)  # (G,)
-        for algo in ordered(algos, ALGORITHM_ORDER):
-            mean, std = mean_and_std([curve(run, grid) for run in algos[algo]])
-            runs = algos[algo]
+        for row in ordered(algos, ALGORITHM_ORDER):
+            mean, std = mean_and_std([curve(run, grid) for run in algos[row]])
+            runs = algos[row]
             training = sum(run["in_progress"] for run in runs)
-            label = f"{algo} ({len(runs)} seed{'s' if len(runs) > 1 else ''}" + (
+            tuned = row != runs[0]["algorithm"]
+            name = f"{runs[0]['algorithm']} tuned ({row.partition(TAG_SEPARATOR)[2]})" if tuned else row
+            label = f"{name} ({len(runs)} seed{'s' if len(runs) > 1 else ''}" + (
                 f", {training} in progress)" if training else ")")
-            (line,) = ax.plot(grid, mean, label=label)
+            # Tuned rows dashed, so the default settings stay the eye's first read.
+            (line,) = ax.plot(grid, mean, label=label, linestyle="--" if tuned else "-")
             ax.fill_between(grid, mean - std, mean + std, color=line.get_color(), alpha=0.2, linewidth=0)
         ax.set_title(env)
         ax.set_xlabel("environment steps")

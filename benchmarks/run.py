@@ -15,6 +15,11 @@ deleted, and the run starts afresh. Flags after `--` go to every script, so
 they must be flags that every chosen script accepts, and the same on every
 re-run (the scripts refuse to resume with different settings).
 
+Runs with settings other than the defaults are kept apart from the default
+runs: `--tag zoo -- --cg-iters 25` trains into <results>/<env>/<algo>+zoo/, and
+report.py shows them as a separate row labelled "tuned", with the settings that
+differ from the default row beside it.
+
 Ctrl-C reaches the children too (they share the terminal's process group):
 each writes a checkpoint and stops; run.py waits for them and exits with 130.
 Then `benchmarks/report.py <results>` summarizes what is there.
@@ -26,6 +31,7 @@ import argparse
 import csv
 import json
 import os
+import re
 import shlex
 import signal
 import subprocess
@@ -49,6 +55,7 @@ DEFAULT_BUDGETS = {
 PROGRESS_EVERY = 60.0  # seconds between progress lines while no run finishes
 POLL_INTERVAL = 0.5  # seconds between checks of the children
 EXIT_INTERRUPTED = 130  # what the scripts (and shells) return after Ctrl-C
+TAG_PATTERN = re.compile(r"[A-Za-z0-9_-]+")  # a folder-name suffix: nothing a shell or path would mangle
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
@@ -89,6 +96,10 @@ def build_parser():
                         help="runs at a time (default: the number of cores here)")
     parser.add_argument("--python", default=sys.executable,
                         help="interpreter that runs the scripts")
+    parser.add_argument("--tag", default=None,
+                        help="label of runs with non-default flags (after --): they train in "
+                             "<results>/<env>/<algo>+<tag>/ and report.py shows them as a tuned row "
+                             "(default: none, the default settings)")
     parser.add_argument("--dry-run", action="store_true",
                         help="print what each run would do (skip, resume, start) and exit")
     return parser
@@ -109,6 +120,16 @@ def parse_args(argv):
         unknown = [env for env in args.envs if env not in DEFAULT_BUDGETS]
         if unknown:
             parser.error(f"no default budget for {', '.join(unknown)}: pass --total-timesteps")
+    if args.tag is not None:
+        if not TAG_PATTERN.fullmatch(args.tag):
+            parser.error(f"--tag {args.tag!r}: use letters, digits, '-' and '_' only")
+        if not script_args:
+            parser.error("--tag labels runs with non-default settings: pass the script flags after --")
+    elif script_args:
+        # Not an error (a smaller --num-steps for a quick look is fine), but such runs
+        # would be reported as the default row.
+        print("[run.py] note: flags after -- without --tag: report.py will show these runs as the "
+              "default settings", file=sys.stderr)
     for algo in args.algos:
         if not (REPO / f"{algo}.py").is_file():
             parser.error(f"{REPO / algo}.py does not exist")
@@ -119,11 +140,12 @@ def parse_args(argv):
 # One run: where it lives and how far it got, read from the files the scripts write
 # ----------------------------------------------------------------------------------
 class Run:
-    def __init__(self, results, env, algo, seed, budget):
+    def __init__(self, results, env, algo, seed, budget, tag=None):
         self.env, self.algo, self.seed, self.budget = env, algo, seed, budget
-        self.dir = results / env / algo / f"seed{seed}"
+        folder = algo if tag is None else f"{algo}+{tag}"
+        self.dir = results / env / folder / f"seed{seed}"
         self.log = self.dir.with_name(f"seed{seed}.log")
-        self.name = f"{env}/{algo}/seed{seed}"
+        self.name = f"{env}/{folder}/seed{seed}"
 
     def batch_size(self):
         """num_envs x num_steps from config.json, or None before the script wrote it."""
@@ -246,7 +268,7 @@ def plan(args):
         for env in args.envs:
             for algo in args.algos:
                 budget = args.total_timesteps or DEFAULT_BUDGETS[env]
-                runs.append(Run(args.results.resolve(), env, algo, seed, budget))
+                runs.append(Run(args.results.resolve(), env, algo, seed, budget, args.tag))
     return runs
 
 

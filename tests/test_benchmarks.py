@@ -104,6 +104,29 @@ def test_report_writes_the_table_and_the_plot(suite):
     assert (cwd / "report" / "learning_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_tagged_runs_are_a_tuned_row_beside_the_default(tmp_path):
+    common = ["--algos", "ppo_clip", "--envs", "CartPole-v1", "--seeds", 1, "--results", "results",
+              "--total-timesteps", 128]
+    default = tool("run", *common, "--", *SCRIPT_FLAGS, cwd=tmp_path)
+    tuned = tool("run", *common, "--tag", "low-gamma", "--", *SCRIPT_FLAGS, "--gamma", "0.9", "--no-norm-reward",
+                 cwd=tmp_path)
+    assert default.returncode == 0 and tuned.returncode == 0, default.stderr + tuned.stderr
+    assert (tmp_path / "results" / "CartPole-v1" / "ppo_clip+low-gamma" / "seed1" / "model.pt").is_file()
+    result = tool("report", "results", "--out", "report", "--no-plots", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    rows = [line for line in (tmp_path / "report" / "results.md").read_text().splitlines()
+            if line.startswith("| `ppo_clip`")]
+    assert len(rows) == 2 and rows[0].startswith("| `ppo_clip` | 1 |")  # the default row first
+    # Exactly the settings that differ, as the flags that set them; the shared SCRIPT_FLAGS are not listed.
+    assert rows[1].startswith("| `ppo_clip` **tuned** (low-gamma): `--gamma 0.9` `--no-norm-reward` | 1 |")
+
+
+def test_a_tag_needs_flags(tmp_path):
+    result = tool("run", "--algos", "ppo_clip", "--envs", "CartPole-v1", "--tag", "zoo", cwd=tmp_path)
+    assert result.returncode == 2 and "pass the script flags after --" in result.stderr
+    assert not (tmp_path / "results").exists()
+
+
 @pytest.mark.parametrize("name, args", [
     ("run", ["--algos", "nonexistent", "--envs", "CartPole-v1"]),
     ("run", ["--envs", "NoSuchEnv-v0"]),  # no default budget
