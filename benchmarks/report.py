@@ -15,6 +15,11 @@ and standard deviation over seeds. It is compared with published numbers at 1M
 steps (the ANCHORS below): PPO-clip and PPO-penalty with the PPO columns, TRPO
 with the TRPO columns.
 
+With --into BENCHMARKS.md the same tables and plot also replace the part of
+that file between the lines BEGIN_MARKER and END_MARKER (below), headings one
+level down and the plot's path relative to that file, so the hand-written rest
+of it (machine, commands, analysis) stays as it is.
+
 Plotting needs matplotlib (a dependency of this report only, not of the three
 scripts); --no-plots writes the table alone.
 """
@@ -23,6 +28,7 @@ import argparse
 import csv
 import json
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -80,6 +86,11 @@ ANCHORS = {
                  ("baselines", "Baselines trpo_mpi", "1290", "6 seeds")],
     },
 }
+
+
+# --into: the generated part of a hand-written Markdown file lies between these lines.
+BEGIN_MARKER = "<!-- begin: written by benchmarks/report.py, do not edit by hand -->"
+END_MARKER = "<!-- end: written by benchmarks/report.py -->"
 
 
 class UsageError(Exception):
@@ -274,7 +285,40 @@ def write_markdown(table, results, out, plot_name):
                   f"Mean of the last {CURVE_WINDOW} training episodes against environment steps; "
                   "line: mean over seeds, band: ± 1 std over seeds.", "",
                   f"![learning curves]({plot_name})", ""]
-    (out / "results.md").write_text("\n".join(lines))
+    text = "\n".join(lines)
+    (out / "results.md").write_text(text)
+    return text
+
+
+def read_target(target):
+    """The text of the --into file, checked to hold both markers once each, in order."""
+    try:
+        text = target.read_text()
+    except OSError as error:
+        raise UsageError(f"--into {target}: {error.strerror}") from None
+    if text.count(BEGIN_MARKER) != 1 or text.count(END_MARKER) != 1 or (
+            text.index(BEGIN_MARKER) > text.index(END_MARKER)):
+        raise UsageError(f"--into {target}: needs the lines '{BEGIN_MARKER}' and '{END_MARKER}', "
+                         "once each, in this order")
+    return text
+
+
+def embed(results_md, target, plot_path):
+    """Replace the generated part of `target` (between BEGIN_MARKER and END_MARKER)
+    by `results_md` without its title, headings one level down and the plot
+    linked relative to `target`. Writes through a temporary file, so an error
+    never leaves `target` half written."""
+    text = read_target(target)
+    body = results_md.split("\n", 1)[1]  # drop "# Benchmark results": the target has its own title
+    body = "\n".join("#" + line if line.startswith("#") else line for line in body.splitlines())
+    if plot_path is not None:
+        relative = Path(os.path.relpath(plot_path.resolve(), target.resolve().parent)).as_posix()
+        body = body.replace(f"]({plot_path.name})", f"]({relative})")
+    head, rest = text.split(BEGIN_MARKER)
+    tail = rest.split(END_MARKER)[1]
+    temporary = target.with_name(target.name + ".tmp")
+    temporary.write_text(f"{head}{BEGIN_MARKER}\n{body.strip()}\n{END_MARKER}{tail}")
+    temporary.replace(target)
 
 
 # ----------------------------------------------------------------------------------
@@ -374,6 +418,9 @@ def build_parser():
                         help="folder for results.md and the plot (default: %(default)s)")
     parser.add_argument("--plot-name", default="learning_curves.png",
                         help="file name of the plot in --out (default: %(default)s)")
+    parser.add_argument("--into", type=Path, default=None, metavar="MARKDOWN",
+                        help="also write the tables and the plot's link into this file, between its "
+                             "begin/end marker lines, e.g. BENCHMARKS.md (default: none)")
     parser.add_argument("--no-plots", action="store_true",
                         help="write results.md only, without matplotlib (default: plots on)")
     return parser
@@ -394,16 +441,21 @@ def main(argv=None):
                 import matplotlib  # noqa: F401
             except ImportError:
                 raise UsageError("plots need matplotlib (pip install matplotlib), or pass --no-plots") from None
+        if args.into is not None:
+            read_target(args.into)  # bad markers are reported before any work is done
         args.out.mkdir(parents=True, exist_ok=True)
-        write_markdown(table, args.results, args.out, args.plot_name if want_plot else None)
+        results_md = write_markdown(table, args.results, args.out, args.plot_name if want_plot else None)
         if want_plot:
             plot(table, args.out / args.plot_name)
+        if args.into is not None:
+            embed(results_md, args.into, args.out / args.plot_name if want_plot else None)
     except UsageError as error:
         print(f"{prog}: error: {error}", file=sys.stderr)
         return 2
     runs = sum(len(runs) for algos in table.values() for runs in algos.values())
     print(f"{runs} runs in {len(table)} envs: wrote {args.out / 'results.md'}"
-          + (f" and {args.out / args.plot_name}" if want_plot else ""))
+          + (f" and {args.out / args.plot_name}" if want_plot else "")
+          + (f", and the tables into {args.into}" if args.into is not None else ""))
     return 0
 
 

@@ -1,6 +1,7 @@
 """The benchmark tools run as a user runs them: run.py, report.py and speed.py on tiny budgets."""
 
 import csv
+import importlib
 import importlib.util
 import re
 import subprocess
@@ -102,6 +103,32 @@ def test_report_writes_the_table_and_the_plot(suite):
     if importlib.util.find_spec("matplotlib") is None:
         pytest.skip("matplotlib is not installed: the plot is not checked")
     assert (cwd / "report" / "learning_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_report_into_replaces_only_the_marked_part(suite):
+    cwd, _, _ = suite
+    report = importlib.import_module("benchmarks.report")
+    target = cwd / "docs" / "BENCH.md"
+    target.parent.mkdir(exist_ok=True)
+    head, tail = "# Ours\n\nhand-written head\n\n", "\nhand-written tail\n"
+    target.write_text(f"{head}{report.BEGIN_MARKER}\nstale table\n{report.END_MARKER}{tail}")
+    for _ in range(2):  # a second run replaces the first run's tables, it does not add to them
+        result = tool("report", "results", "--out", "report", "--into", target, cwd=cwd)
+        assert result.returncode == 0, result.stderr
+    text = target.read_text()
+    assert text.startswith(head + report.BEGIN_MARKER) and text.endswith(report.END_MARKER + tail)
+    assert "stale table" not in text and text.count("### CartPole-v1") == 1  # headings one level down
+    if importlib.util.find_spec("matplotlib") is not None:
+        assert "](../report/learning_curves.png)" in text  # relative to docs/BENCH.md
+
+
+def test_report_into_a_file_without_markers_is_refused_untouched(suite):
+    cwd, _, _ = suite
+    target = cwd / "plain.md"
+    target.write_text("# no markers here\n")
+    result = tool("report", "results", "--out", "report2", "--into", target, cwd=cwd)
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
+    assert target.read_text() == "# no markers here\n" and not (cwd / "report2").exists()
 
 
 def test_tagged_runs_are_a_tuned_row_beside_the_default(tmp_path):
