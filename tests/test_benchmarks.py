@@ -154,11 +154,26 @@ def test_a_tag_needs_flags(tmp_path):
     assert not (tmp_path / "results").exists()
 
 
+def test_cg_quality_compares_iteration_counts_on_a_checkpoint(tmp_path):
+    trained = run_script("trpo", "--env", "CartPole-v1", "--total-timesteps", 128, "--num-steps", 64,
+                         "--num-minibatches", 4, "--run-dir", tmp_path / "run", cwd=tmp_path)
+    assert trained.returncode == 0, trained.stderr
+    result = tool("cg_quality", tmp_path / "run" / "model.pt", "--iters", 1, 200, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    rows = re.findall(r"^\s+(\d+)\s+([\d.]+)\s+([-\d.]+)\s+([-\d.]+)\s+(\d+)%$", result.stdout, re.M)
+    assert [int(r[0]) for r in rows] == [1, 200], result.stdout
+    # One iteration is the plain gradient direction; 200 are the reference itself, to rounding.
+    assert float(rows[1][1]) < 1e-2 and float(rows[1][2]) > 0.999 and int(rows[1][4]) == 100
+    assert 0 < int(rows[0][4]) <= 100
+
+
 @pytest.mark.parametrize("name, args", [
     ("run", ["--algos", "nonexistent", "--envs", "CartPole-v1"]),
     ("run", ["--envs", "NoSuchEnv-v0"]),  # no default budget
     ("report", ["no-such-folder"]),
     ("speed", ["--scripts", "nonexistent"]),
+    ("cg_quality", ["no-such-model.pt"]),
+    ("cg_quality", ["model.pt", "--iters", "many"]),
 ])
 def test_bad_input_gets_one_line_and_a_nonzero_exit(tmp_path, name, args):
     result = tool(name, *args, cwd=tmp_path)
@@ -167,7 +182,7 @@ def test_bad_input_gets_one_line_and_a_nonzero_exit(tmp_path, name, args):
     assert not (tmp_path / "results").exists()
 
 
-@pytest.mark.parametrize("name", ["run", "report", "speed"])
+@pytest.mark.parametrize("name", ["run", "report", "speed", "cg_quality"])
 def test_help_states_every_default(name):
     result = tool(name, "--help", cwd=REPO)
     assert result.returncode == 0

@@ -1,0 +1,127 @@
+"""How close do k conjugate-gradient iterations come to TRPO's natural gradient?
+
+    python benchmarks/cg_quality.py benchmarks/results/Hopper-v5/trpo/seed1/model.pt
+
+trpo.py solves F s = g for its step direction with --cg-iters iterations of
+conjugate gradient (10 by default, as in the TRPO paper). This tool loads a
+trpo.py checkpoint, plays one batch with its policy, solves the same system
+far more precisely (the reference s*), and prints for each k: CG's relative
+residual ||F s_k - g|| / ||g||, the cosine between s_k and s*, and the gain
+that the linear model predicts for the maximal step along s_k,
+sqrt(2 delta / s_k^T F s_k) * g^T s_k, the quantity a TRPO step improves
+first. As k grows that gain rises to the natural gradient's; the ratio says how
+much of each step's possible progress k iterations leave behind.
+
+Uses trpo.py's own functions (GAE, Fisher-vector product, CG) with the
+checkpoint's settings. One simplification: an episode cut by the time limit is
+treated as ended (no bootstrap), which changes a few advantages of one batch,
+not the conditioning of F that this measures.
+"""
+
+import argparse
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script: find trpo.py
+import trpo  # noqa: E402
+
+REFERENCE_ITERS = 300  # CG iterations for s*: far more than parameters' worth of conditioning needs here
+REFERENCE_TOL = 1e-20  # ... and no early stop on the residual
+DEFAULT_ITERS = [1, 5, 10, 15, 25, 50, 100]
+
+
+def play_batch(agent, env_id, steps, seed):
+    """`steps` transitions of the stochastic policy in one environment: (obs, actions, rewards, dones)."""
+    env = trpo.make_env(env_id)()
+    obs, _ = env.reset(seed=seed)
+    observations, actions, rewards, dones = [], [], [], []
+    for _ in range(steps):
+        action = agent.sample_action(torch.as_tensor(obs, dtype=torch.float32)[None])[0]
+        observations.append(obs)
+        actions.append(action)
+        obs, reward, terminated, truncated, _ = env.step(action.numpy())
+        rewards.append(reward)
+        dones.append(terminated or truncated)
+        if terminated or truncated:
+            obs, _ = env.reset()
+    env.close()
+    return (torch.as_tensor(np.array(observations), dtype=torch.float32), torch.stack(actions),
+            torch.as_tensor(rewards, dtype=torch.float32), torch.as_tensor(dones, dtype=torch.float32))
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """Bad input gets one line on stderr, not argparse's usage block."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def main(argv=None):
+    parser = OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("checkpoint", type=Path, help="a model.pt written by trpo.py")
+    parser.add_argument("--iters", type=int, nargs="+", default=DEFAULT_ITERS,
+                        help="CG iteration counts to compare (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the batch (default: %(default)s)")
+    args = parser.parse_args(argv)
+    try:
+        checkpoint = trpo.load_checkpoint(args.checkpoint)
+        if checkpoint.get("algorithm") != "trpo":
+            raise trpo.UsageError(f"{args.checkpoint} was written by {checkpoint.get('algorithm')}, not trpo.py")
+    except trpo.UsageError as error:
+        print(f"cg_quality.py: error: {error}", file=sys.stderr)
+        return 2
+    torch.set_num_threads(1)
+    torch.manual_seed(args.seed)
+    settings = checkpoint["settings"]
+    agent = trpo.load_agent(args.checkpoint)
+    batch_size = settings["num_envs"] * settings["num_steps"]
+    obs, actions, rewards, dones = play_batch(agent, settings["env"], batch_size, args.seed)
+
+    # Advantages as trpo.py computes them: scaled rewards, GAE, normalized over the batch.
+    scaler = trpo.RewardScaler(1, settings["gamma"], settings["reward_clip"])
+    scaler.load_state_dict(checkpoint["reward_scaler"])
+    with torch.no_grad():
+        values = agent.get_value(obs)  # (B,)
+    scaled = scaler.scale(rewards) if settings["norm_reward"] else rewards
+    advantages, _ = trpo.compute_gae(scaled[:, None], values[:, None], dones[:, None], torch.zeros(1),
+                                     settings["gamma"], settings["gae_lambda"])
+    advantages = trpo.normalize_advantages(advantages[:, 0])  # (B,)
+
+    # g and F v exactly as trpo.update builds them.
+    params = agent.policy_parameters()
+    with torch.no_grad():
+        old_dist = agent.distribution(obs)
+        old_logprob = old_dist.log_prob(actions)
+    logratio = agent.distribution(obs).log_prob(actions) - old_logprob
+    g = trpo.flat_grad(trpo.surrogate_gain(logratio, advantages), params)  # (P,)
+    kl_grad = trpo.flat_grad(trpo.mean_kl(old_dist, agent.distribution(obs)), params, create_graph=True)
+
+    def fvp(v):
+        return trpo.fisher_vector_product(kl_grad, params, v, settings["cg_damping"])
+
+    reference = trpo.conjugate_gradient(fvp, g, REFERENCE_ITERS, REFERENCE_TOL)
+
+    def predicted_gain(s):
+        return math.sqrt(2.0 * settings["max_kl"] / (s @ fvp(s)).item()) * (g @ s).item()
+
+    best = predicted_gain(reference)
+    print(f"{settings['env']}, step {checkpoint['global_step']:,}: {g.numel()} policy parameters, batch "
+          f"{batch_size}, damping {settings['cg_damping']}, entropy {old_dist.entropy().mean().item():.2f}; "
+          f"reference s* from {REFERENCE_ITERS} iterations, relative residual "
+          f"{((fvp(reference) - g).norm() / g.norm()).item():.1e}")
+    print(f"{'CG iters':>8}  {'rel. residual':>13}  {'cos(s, s*)':>10}  {'predicted gain':>14}  {'of s*':>6}")
+    for iters in args.iters:
+        s = trpo.conjugate_gradient(fvp, g, iters, trpo.CG_RESIDUAL_TOL)
+        residual = ((fvp(s) - g).norm() / g.norm()).item()
+        cosine = ((s @ reference) / (s.norm() * reference.norm())).item()
+        gain = predicted_gain(s)
+        print(f"{iters:>8}  {residual:>13.3f}  {cosine:>10.3f}  {gain:>14.4f}  {gain / best:>6.0%}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
