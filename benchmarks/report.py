@@ -387,8 +387,11 @@ def plot(table, path):
             name = f"{runs[0]['algorithm']} tuned ({row.partition(TAG_SEPARATOR)[2]})" if tuned else row
             label = f"{name} ({len(runs)} seed{'s' if len(runs) > 1 else ''}" + (
                 f", {training} in progress)" if training else ")")
-            # Tuned rows dashed, so the default settings stay the eye's first read.
-            (line,) = ax.plot(grid, mean, label=label, linestyle="--" if tuned else "-")
+            # One colour per algorithm, the same in every panel; a tuned row takes its
+            # algorithm's colour, dashed, so the default settings stay the eye's first read.
+            base = runs[0]["algorithm"]
+            color = f"C{ALGORITHM_ORDER.index(base) if base in ALGORITHM_ORDER else len(ALGORITHM_ORDER)}"
+            (line,) = ax.plot(grid, mean, label=label, color=color, linestyle="--" if tuned else "-")
             ax.fill_between(grid, mean - std, mean + std, color=line.get_color(), alpha=0.2, linewidth=0)
         ax.set_title(env)
         ax.set_xlabel("environment steps")
