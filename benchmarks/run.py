@@ -55,6 +55,7 @@ DEFAULT_BUDGETS = {
 PROGRESS_EVERY = 60.0  # seconds between progress lines while no run finishes
 POLL_INTERVAL = 0.5  # seconds between checks of the children
 EXIT_INTERRUPTED = 130  # what the scripts (and shells) return after Ctrl-C
+FINISHED_PREFIX = "# run.py: finished at"  # the log's last line once a script exits cleanly at its budget
 TAG_PATTERN = re.compile(r"[A-Za-z0-9_-]+")  # a folder-name suffix: nothing a shell or path would mangle
 
 
@@ -181,12 +182,29 @@ class Run:
         model, progress = self.dir / "model.pt", self.dir / "progress.csv"
         if not model.exists():
             return "restart"
-        # The scripts save model.pt right after the last progress row, so a model.pt
-        # older than progress.csv means the process died in between: resume it.
-        if (self.step() >= self.target() and progress.exists()
-                and model.stat().st_mtime >= progress.stat().st_mtime):
+        if self.step() < self.target() or not progress.exists():
+            return "resume"
+        # At its budget: finished, unless the process died between its last progress
+        # row and the model.pt after it. The line run.py writes into the log when the
+        # script exits cleanly settles it, and survives a git clone, which gives
+        # every file a new modification time. Without that line (a run trained by
+        # hand, say) the times decide: a model.pt older than progress.csv is stale.
+        if self.finished_line() in self.log_lines() or model.stat().st_mtime >= progress.stat().st_mtime:
             return "finished"
         return "resume"
+
+    def finished_line(self):
+        return f"{FINISHED_PREFIX} {self.step():,} steps"
+
+    def log_lines(self):
+        try:
+            return self.log.read_text().splitlines()
+        except OSError:
+            return []
+
+    def mark_finished(self):
+        with open(self.log, "a") as log:
+            log.write(self.finished_line() + "\n")
 
     def command(self, python, script_args, resume):
         cmd = [python, str(REPO / f"{self.algo}.py"), "--env", self.env, "--seed", str(self.seed),
@@ -305,6 +323,7 @@ def main(argv=None):
                 continue
             del running[name]
             if code == 0:
+                run.mark_finished()
                 runs_done += 1
                 row = run.last_row() or {}
                 progress.line(runs_done, f"finished {name} (return {float(row.get('return_mean', 'nan')):.1f})")

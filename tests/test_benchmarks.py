@@ -3,6 +3,7 @@
 import csv
 import importlib
 import importlib.util
+import os
 import re
 import subprocess
 import sys
@@ -82,6 +83,20 @@ def test_rerun_skips_finished_runs(suite):
     for seed in (1, 2):
         assert (runs / f"seed{seed}" / "model.pt").stat().st_mtime_ns == before[seed]
         assert (runs / f"seed{seed}.log").read_text() == logs[seed]
+
+
+def test_finished_runs_stay_finished_after_a_clone(suite):
+    """A git clone gives files new modification times in any order: the line
+    run.py logs at a clean exit, not the times, says a run is finished."""
+    cwd, runs, _ = suite
+    for seed in (1, 2):
+        assert (runs / f"seed{seed}.log").read_text().splitlines()[-1] == f"# run.py: finished at {SUITE_BUDGET:,} steps"
+        model = runs / f"seed{seed}" / "model.pt"
+        progress = runs / f"seed{seed}" / "progress.csv"
+        os.utime(progress, ns=(model.stat().st_mtime_ns + 10**9,) * 2)  # progress.csv now looks newer
+    again = run_suite(cwd)
+    assert again.returncode == 0, again.stderr
+    assert "2 finished (skipped)" in again.stdout
 
 
 def test_report_writes_the_table_and_the_plot(suite):
