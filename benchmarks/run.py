@@ -182,19 +182,20 @@ class Run:
         model, progress = self.dir / "model.pt", self.dir / "progress.csv"
         if not model.exists():
             return "restart"
-        if self.step() < self.target() or not progress.exists():
+        step = self.step()  # read progress.csv once
+        if step < self.target() or not progress.exists():
             return "resume"
         # At its budget: finished, unless the process died between its last progress
         # row and the model.pt after it. The line run.py writes into the log when the
         # script exits cleanly settles it, and survives a git clone, which gives
         # every file a new modification time. Without that line (a run trained by
         # hand, say) the times decide: a model.pt older than progress.csv is stale.
-        if self.finished_line() in self.log_lines() or model.stat().st_mtime >= progress.stat().st_mtime:
+        if self.finished_line(step) in self.log_lines() or model.stat().st_mtime >= progress.stat().st_mtime:
             return "finished"
         return "resume"
 
-    def finished_line(self):
-        return f"{FINISHED_PREFIX} {self.step():,} steps"
+    def finished_line(self, step):
+        return f"{FINISHED_PREFIX} {step:,} steps"
 
     def log_lines(self):
         try:
@@ -204,7 +205,7 @@ class Run:
 
     def mark_finished(self):
         with open(self.log, "a") as log:
-            log.write(self.finished_line() + "\n")
+            log.write(self.finished_line(self.step()) + "\n")
 
     def command(self, python, script_args, resume):
         cmd = [python, str(REPO / f"{self.algo}.py"), "--env", self.env, "--seed", str(self.seed),
