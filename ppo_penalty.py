@@ -17,20 +17,19 @@ much. DeepMind's distributed PPO (Heess et al. 2017, arXiv 1707.02286) used
 this variant. Advantages come from Generalized Advantage Estimation (Schulman
 et al. 2015, arXiv 1506.02438).
 
-The file reads top to bottom in the order of the algorithm:
-
-    configuration -> seeding and device -> distributed -> environments -> agent -> rollout
-    -> advantages (GAE) -> THE UPDATE -> logging and checkpoints -> evaluation
-    -> training loop and main
-
-Every section except the update (and this algorithm's own settings) is marked
-"shared" and is byte-identical in ppo_clip.py, ppo_penalty.py and trpo.py, so
-`diff ppo_clip.py ppo_penalty.py` shows exactly what one algorithm changes.
+Map. Part 1, the algorithm, in the order a learner needs it: settings -> agent
+(networks, observation normalizer) -> environments -> rollout -> advantages (GAE)
+-> THE UPDATE -> training loop. Part 2, after a banner saying you may stop reading:
+command line and resume -> distributed helpers -> run directory, checkpoints and
+logs -> evaluation -> main. All but this docstring, the algorithm's own settings
+and its update is marked "shared" and is byte-identical in ppo_clip.py,
+ppo_penalty.py and trpo.py: `diff ppo_clip.py ppo_penalty.py` shows what the KL
+penalty changes.
 
 Usage:
     python ppo_penalty.py --env CartPole-v1
     python ppo_penalty.py --env Hopper-v5 --seed 2
-    python ppo_penalty.py --env Hopper-v5 --no-adaptive-beta --beta-init 3   # the paper's "Fixed KL"
+    python ppo_penalty.py --env Hopper-v5 --no-adaptive-beta --beta-init 3  # "Fixed KL"
     python ppo_penalty.py --eval runs/<run>/model.pt --eval-episodes 10
     python ppo_penalty.py --resume runs/<run> --total-timesteps 2000000
 """
@@ -39,7 +38,6 @@ import argparse
 import csv
 import dataclasses
 import importlib.metadata
-import importlib.util
 import io
 import json
 import math
@@ -51,7 +49,6 @@ import signal
 import sys
 import time
 import warnings
-from collections import deque
 from pathlib import Path
 
 import gymnasium as gym
@@ -61,444 +58,54 @@ import torch.distributed as dist
 import torch.nn as nn
 from torch.distributions import Categorical, Independent, Normal
 
-# ==================================================================================
-# Configuration: this algorithm's own settings
-# ==================================================================================
+# ############################ PART 1: THE ALGORITHM ############################
+
+
+# --- PPO-penalty's own settings (the settings every script shares are in Part 2) ---
 ALGORITHM = "ppo_penalty"
 DESCRIPTION = "PPO with the adaptive KL penalty (arXiv 1707.06347, section 4)."
 
 
-def add_algorithm_args(parser):
-    """PPO-penalty's settings. Defaults: PPO paper, Table 3 (MuJoCo), unless noted."""
-    group = parser.add_argument_group("PPO-penalty update")
-    group.add_argument("--learning-rate", type=positive_float, default=3e-4,
-                       help="Adam step size for policy and value (default: %(default)s; PPO paper Table 3)")
-    group.add_argument("--anneal-lr", action=argparse.BooleanOptionalAction, default=True,
-                       help="decay the step size linearly to 0 over the run (default: %(default)s; "
-                            "the paper anneals it in its Atari runs, OpenAI baselines ppo2 in all)")
-    group.add_argument("--update-epochs", type=positive_int, default=10,
-                       help="passes over each batch (default: %(default)s; PPO paper Table 3)")
-    group.add_argument("--num-minibatches", type=positive_int, default=32,
-                       help="minibatches per epoch; 2048 steps / 32 = minibatch 64 as in the paper "
-                            "(default: %(default)s)")
-    group.add_argument("--kl-target", type=positive_float, default=0.01,
-                       help="d_targ, the KL per update that beta steers toward (default: %(default)s; "
-                            "PPO paper section 4 and Table 1, which also tries 0.003 and 0.03)")
-    group.add_argument("--beta-init", type=positive_float, default=1.0,
-                       help="beta, the KL penalty coefficient, at the start (default: %(default)s; "
-                            "PPO paper section 4: 'not important in practice', beta adapts quickly)")
-    group.add_argument("--adaptive-beta", action=argparse.BooleanOptionalAction, default=True,
-                       help="adapt beta toward --kl-target after each update; --no-adaptive-beta keeps "
-                            "--beta-init, the paper's 'Fixed KL' rows of Table 1 (default: %(default)s)")
-    group.add_argument("--kl-hinge-coef", type=nonnegative_float, default=0.0,
-                       help="c in the extra loss c * max(0, KL - 2 d_targ)^2 that punishes large "
-                            "overshoots at once (default: %(default)s, off; 1000 in Schulman's modular_rl ppo.py, "
-                            "which DPPO, arXiv 1707.02286, also uses)")
-    group.add_argument("--kl-stop-factor", type=positive_float, default=None,
-                       help="stop the epochs once a minibatch's KL exceeds this many times --kl-target "
-                            "(default: off; DPPO's workers, arXiv 1707.02286 appendix, stop at 4)")
-    group.add_argument("--ent-coef", type=nonnegative_float, default=0.0,
-                       help="entropy bonus coefficient c2 (default: %(default)s; PPO paper, MuJoCo)")
-    group.add_argument("--vf-coef", type=nonnegative_float, default=0.5,
-                       help="value loss coefficient c1 (default: %(default)s; OpenAI baselines ppo2)")
-    group.add_argument("--max-grad-norm", type=positive_float, default=0.5,
-                       help="clip the global gradient norm to this (default: %(default)s; baselines ppo2)")
-    group.add_argument("--norm-adv", action=argparse.BooleanOptionalAction, default=True,
-                       help="normalize advantages per minibatch (default: %(default)s; baselines ppo2)")
-
-
-def check_algorithm_args(args):
-    """Cross-setting checks that argparse types cannot express."""
-    batch_size = args.num_envs * args.num_steps
-    if batch_size % args.num_minibatches != 0:
-        raise UsageError(f"--num-minibatches {args.num_minibatches} does not divide the batch of "
-                         f"{batch_size} steps (--num-envs x --num-steps)")
-
-
-# === shared: configuration ===
-class UsageError(Exception):
-    """Bad input from the user: reported as one line on stderr, never a traceback."""
-
-
-def checked(convert, test, requirement):
-    """An argparse type: convert the text, then insist on `test`, naming the
-    requirement in the error instead of argparse's "invalid value"."""
-
-    def parse(text):
-        try:
-            value = convert(text)
-        except ValueError:
-            value = None
-        if value is None or not test(value):
-            raise argparse.ArgumentTypeError(f"must be {requirement}, got {text!r}")
-        return value
-
-    return parse
-
-
-positive_int = checked(int, lambda v: v > 0, "a positive integer")
-positive_float = checked(float, lambda v: 0 < v < math.inf, "a positive number")
-nonnegative_float = checked(float, lambda v: 0 <= v < math.inf, "a non-negative number")
-unit_interval = checked(float, lambda v: 0 <= v <= 1, "in [0, 1]")
-
-
-class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Appends "(default: X)" to each flag's help unless the help already says it."""
-
-    def _get_help_string(self, action):
-        return action.help if "default" in action.help else super()._get_help_string(action)
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """argparse prints the whole usage block on an error; one line is easier to read."""
-
-    def error(self, message):
-        self.exit(2, f"{self.prog}: error: {message}\n")
-
-
-# Settings a resumed run may change; every other one is read back from its config.json.
-RESUME_OVERRIDES = {"total_timesteps", "device", "vector", "torch_threads", "tensorboard",
-                    "checkpoint_every"}
-# Settings that describe what to do now rather than how the run trains: never saved.
-ACTION_SETTINGS = {"resume", "eval", "eval_episodes", "stochastic_eval", "run_dir"}
-
-
-def build_parser():
-    parser = OneLineParser(description=DESCRIPTION, formatter_class=HelpFormatter)
-    group = parser.add_argument_group("experiment")
-    group.add_argument("--env", default="CartPole-v1",
-                       help="Gymnasium id; flat Box observations, Discrete or Box actions "
-                            "(default: %(default)s; with --eval, the checkpoint's env)")
-    group.add_argument("--seed", type=int, default=1, help="seed of Python, NumPy, torch and the envs")
-    group.add_argument("--total-timesteps", type=positive_int, default=1_000_000,
-                       help="environment steps in the whole run, rounded down to whole batches "
-                            "(1M as in the PPO paper's MuJoCo runs)")
-    group.add_argument("--num-envs", type=positive_int, default=1,
-                       help="parallel environments (1 as in the PPO paper's MuJoCo runs)")
-    group.add_argument("--num-steps", type=positive_int, default=2048,
-                       help="steps per environment per batch: the horizon T (PPO paper Table 3)")
-    group.add_argument("--gamma", type=unit_interval, default=0.99,
-                       help="discount factor (PPO paper Table 3)")
-    group.add_argument("--gae-lambda", type=unit_interval, default=0.95,
-                       help="GAE lambda: 0 is one-step TD, 1 is Monte Carlo (PPO paper Table 3)")
-    group.add_argument("--hidden-sizes", type=positive_int, nargs="+", default=[64, 64],
-                       help="hidden layers of the policy and of the value network (PPO paper: 64, 64)")
-    group.add_argument("--norm-obs", action=argparse.BooleanOptionalAction, default=True,
-                       help="normalize observations by running mean/std (baselines VecNormalize)")
-    group.add_argument("--norm-reward", action=argparse.BooleanOptionalAction, default=True,
-                       help="divide rewards by the running std of the discounted return "
-                            "(baselines VecNormalize)")
-    group.add_argument("--obs-clip", type=positive_float, default=10.0,
-                       help="clip normalized observations to +-this (baselines VecNormalize)")
-    group.add_argument("--reward-clip", type=positive_float, default=10.0,
-                       help="clip scaled rewards to +-this (baselines VecNormalize)")
-    group = parser.add_argument_group("machine")
-    group.add_argument("--vector", choices=["sync", "async"], default="sync",
-                       help="step the envs in this process (sync) or one subprocess each (async)")
-    group.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
-                       help="where the networks live; auto picks cuda when available")
-    group.add_argument("--torch-threads", type=positive_int, default=1,
-                       help="torch intra-op threads: for 64-unit networks more threads only contend")
-    group = parser.add_argument_group("outputs")
-    group.add_argument("--run-dir", default=None,
-                       help="new directory for this run (default: runs/<env>__<algorithm>__<seed>__<time>)")
-    group.add_argument("--checkpoint-every", type=positive_int, default=10,
-                       help="save model.pt every this many updates (and always at the end and on Ctrl-C)")
-    group.add_argument("--tensorboard", action=argparse.BooleanOptionalAction, default=False,
-                       help="also write TensorBoard scalars to the run directory (needs tensorboard)")
-    group.add_argument("--capture-video", action=argparse.BooleanOptionalAction, default=False,
-                       help="record MP4s of env 0 (training) or of every episode (--eval); needs moviepy")
-    group = parser.add_argument_group("resume and evaluate")
-    group.add_argument("--resume", metavar="RUN_DIR", default=None,
-                       help="continue RUN_DIR from its model.pt up to --total-timesteps in all")
-    group.add_argument("--eval", metavar="CHECKPOINT", default=None,
-                       help="evaluate a saved model.pt instead of training")
-    group.add_argument("--eval-episodes", type=positive_int, default=10, help="episodes for --eval")
-    group.add_argument("--stochastic-eval", action=argparse.BooleanOptionalAction, default=False,
-                       help="sample actions in --eval instead of taking the mean / most likely one")
-    add_algorithm_args(parser)
-    return parser
-
-
-def parse_args(argv=None):
-    """Parse the command line. With --resume, the run's saved settings are the defaults."""
-    args = build_parser().parse_args(argv)
-    if args.eval is not None:
-        if args.resume is not None:
-            raise UsageError("--eval and --resume exclude each other")
-        if "env" not in typed_flags(argv):
-            args.env = None  # evaluate on the environment the checkpoint was trained on
-        return args
-    if args.resume is not None:
-        given = typed_flags(argv)
-        saved = read_run_config(Path(args.resume))
-        for name, value in given.items():
-            if name in ACTION_SETTINGS or name in RESUME_OVERRIDES:
-                continue
-            if value != saved.get(name, value):
-                raise UsageError(f"--{name.replace('_', '-')} cannot change when resuming; it was "
-                                 f"{saved[name]!r} (changeable: {', '.join(sorted(RESUME_OVERRIDES))})")
-        # Saved settings win, except the ones a resume may change and the user typed.
-        merged = {**vars(args), **saved, **{k: v for k, v in given.items() if k in RESUME_OVERRIDES}}
-        args = argparse.Namespace(**merged)
-    if args.total_timesteps < args.num_envs * args.num_steps:
-        raise UsageError(f"--total-timesteps {args.total_timesteps} is less than one batch of "
-                         f"{args.num_envs * args.num_steps} steps (--num-envs x --num-steps)")
-    check_algorithm_args(args)
-    return args
-
-
-def typed_flags(argv):
-    """The settings the user actually typed. argparse fills in a default only
-    where the namespace lacks the name, so a namespace pre-filled with a marker
-    keeps the marker exactly where nothing was typed."""
-    parser, unset = build_parser(), object()
-    prefilled = argparse.Namespace(**dict.fromkeys(vars(parser.parse_args([])), unset))
-    return {k: v for k, v in vars(parser.parse_args(argv, prefilled)).items() if v is not unset}
-
-
-def read_run_config(run_dir):
-    path = run_dir / "config.json"
-    if not path.is_file():
-        raise UsageError(f"cannot resume: {path} does not exist")
-    try:
-        config = json.loads(path.read_text())
-    except (OSError, ValueError) as error:
-        raise UsageError(f"cannot resume: {path} is unreadable ({error})") from None
-    if config.get("algorithm") != ALGORITHM:
-        raise UsageError(f"cannot resume: {run_dir} is a {config.get('algorithm')} run, "
-                         f"this script is {ALGORITHM}")
-    return config["settings"]
-# === end shared ===
-
-
-# === shared: seeding and device ===
-def seed_everything(seed, envs):
-    """Seed every source of randomness the run uses and return the first observation.
-
-    Python and NumPy are seeded for any user code; torch drives action sampling
-    and minibatch shuffling; each environment gets seed + index (Gymnasium's
-    vector reset does that from one seed) and the action spaces, which
-    `sample()` from, are seeded too. Gymnasium seeds an env only through reset.
-    """
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-    envs.action_space.seed(seed)
-    obs, _ = envs.reset(seed=seed)
-    return obs
-
-
-def resolve_device(name):
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise UsageError("--device cuda was asked for but torch sees no CUDA device")
-    return torch.device(name)
-# === end shared ===
-
-
-# === shared: distributed ===
-# Synchronous data parallelism, as in DeepMind's distributed PPO (Heess et al.
-# 2017, arXiv 1707.02286): `torchrun --nproc_per_node N X.py` starts N copies of
-# this script; each steps its own environments and computes gradients on its own
-# batch, and the copies average what they must so that every one takes exactly
-# the same step. Started as `python X.py`, there is one copy and all of this does
-# nothing. What is averaged where:
-#   - parameters: broadcast from rank 0 at the start, identical from then on;
-#   - PPO: gradients, before every optimizer step; the KL behind early stopping
-#     and beta; TRPO: the policy gradient, every Fisher-vector product, the line
-#     search's surrogate and KL, and the value function's gradients;
-#   - normalizer statistics: merged from every rank's observations and returns;
-#   - episodes: gathered to rank 0, the only rank that writes the run directory.
-def world():
-    """(rank, world size) of this copy; (0, 1) when not launched by torchrun."""
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
-def start_distributed(device):
-    """Join torchrun's process group if torchrun started us; returns the device to use.
-    NCCL when every rank has a GPU, gloo (CPU) otherwise."""
-    if int(os.environ.get("WORLD_SIZE", "1")) == 1:
-        return device
-    if device.type == "cuda":
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-        torch.cuda.set_device(device)
-    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return device
-
-
-def all_reduce_mean_(tensor):
-    """Average `tensor` over the ranks, in place; every rank gets the same bits."""
-    _, size = world()
-    if size > 1:
-        dist.all_reduce(tensor)
-        tensor /= size
-    return tensor
-
-
-def average_gradients(params):
-    """Average the gradients over the ranks in one all-reduce of their concatenation."""
-    if world()[1] > 1:
-        grads = [p.grad for p in params if p.grad is not None]
-        flat = all_reduce_mean_(torch.cat([g.reshape(-1) for g in grads]))
-        offset = 0
-        for g in grads:
-            g.copy_(flat[offset:offset + g.numel()].view_as(g))
-            offset += g.numel()
-
-
-def broadcast_state(module):
-    """Copy rank 0's parameters and buffers to every rank."""
-    if world()[1] > 1:
-        for tensor in module.state_dict().values():
-            dist.broadcast(tensor, src=0)
-
-
-def all_gather_rows(x):
-    """Concatenate every rank's (B, ...) tensor into (world * B, ...), in rank order."""
-    _, size = world()
-    if size == 1:
-        return x
-    parts = [torch.empty_like(x) for _ in range(size)]
-    dist.all_gather(parts, x.contiguous())
-    return torch.cat(parts)
-
-
-def gather_to_rank0(items):
-    """Every rank's list, concatenated on rank 0 (other ranks get an empty list)."""
-    rank, size = world()
-    if size == 1:
-        return items
-    lists = [None] * size if rank == 0 else None
-    dist.gather_object(items, lists, dst=0)
-    return [item for part in lists for item in part] if rank == 0 else []
-
-
-def any_rank(flag):
-    """True on every rank if it is true on any: a decision all ranks must take together."""
-    if world()[1] == 1:
-        return flag
-    value = torch.tensor(float(flag))
-    dist.all_reduce(value, op=dist.ReduceOp.MAX)
-    return bool(value.item())
-
-
-def check_replicas(agent):
-    """Raise unless every rank holds bit-identical parameters; returns the world size."""
-    rank, size = world()
-    if size > 1:
-        flat = torch.cat([t.detach().reshape(-1).double().cpu() for t in agent.state_dict().values()])
-        copies = all_gather_rows(flat.unsqueeze(0))
-        if not bool((copies == copies[0]).all()):
-            raise TrainingDiverged("the ranks' parameters differ: the replicas are out of sync")
-    return size
-# === end shared ===
-
-
-# === shared: environments ===
-def make_env(env_id, idx=0, video_dir=None):
-    """Return a function that builds one environment (vector envs want builders).
-
-    With `video_dir`, environment 0 renders frames and RecordVideo writes MP4s.
-    """
-
-    def build():
-        if video_dir is not None and idx == 0:
-            env = gym.make(env_id, render_mode="rgb_array")
-            return gym.wrappers.RecordVideo(env, str(video_dir), disable_logger=True)
-        return gym.make(env_id)
-
-    return build
-
-
-def ignore_sigint_then(build):
-    """Async workers share the terminal's process group, so Ctrl-C reaches them too
-    and would kill them mid-step; the main process alone decides how to stop."""
-
-    def build_in_worker():
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        return build()
-
-    return build_in_worker
-
-
-def make_vector_env(env_id, num_envs, vector, video_dir=None):
-    """Vector env in SAME_STEP autoreset mode: why it matters for time limits.
-
-    When an episode ends, we need the observation it ended in. If it ended by a
-    time limit (truncation), the state was not terminal, and its value
-    V(s_final) is part of the return; only a true termination has value 0.
-    In Gymnasium >= 1.0 the default NEXT_STEP mode returns the final
-    observation and resets on the *following* call, which wastes a step whose
-    action is ignored. SAME_STEP resets at once, returns the new episode's
-    first observation, and puts the final one in `infos["final_obs"]`, so every
-    step in the batch is a real transition and the bootstrap value is at hand.
-    """
-    builders = [make_env(env_id, i, video_dir) for i in range(num_envs)]
-    same_step = gym.vector.AutoresetMode.SAME_STEP
-    if vector == "async":
-        return gym.vector.AsyncVectorEnv([ignore_sigint_then(b) for b in builders],
-                                         autoreset_mode=same_step)
-    return gym.vector.SyncVectorEnv(builders, autoreset_mode=same_step)
-
-
-def check_env(env_id):
-    """Build the environment once to reject unknown ids and unsupported spaces early,
-    before a run directory exists. Returns (observation space, action space)."""
-    try:
-        env = gym.make(env_id)
-    except Exception as error:  # gymnasium raises many types: unknown id, bad module, missing extra
-        raise UsageError(f"cannot make environment {env_id!r}: {error}") from None
-    obs_space, action_space = env.observation_space, env.action_space
-    env.close()
-    if not (isinstance(obs_space, gym.spaces.Box) and len(obs_space.shape) == 1):
-        raise UsageError(f"{env_id} has observation space {obs_space}; supported: a flat (1-D) Box")
-    if not (isinstance(action_space, gym.spaces.Discrete)
-            or (isinstance(action_space, gym.spaces.Box) and len(action_space.shape) == 1)):
-        raise UsageError(f"{env_id} has action space {action_space}; supported: Discrete or a 1-D Box")
-    return obs_space, action_space
-
-
-def check_rendering(env_id):
-    """--capture-video needs frames: render one before a run directory exists, so a
-    machine without a display or OpenGL gets a clear message instead of a crash."""
-    require_module("moviepy", "--capture-video")
-    try:
-        with warnings.catch_warnings():  # windowing libraries warn on stderr before they fail
-            warnings.simplefilter("ignore")
-            env = gym.make(env_id, render_mode="rgb_array")
-            env.reset(seed=0)
-            env.render()
-            env.close()
-    except Exception as error:  # pygame, OpenGL and MuJoCo raise their own types
-        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise UsageError(f"--capture-video: {env_id} cannot render here ({reason}); MuJoCo without "
-                         f"a display needs MUJOCO_GL=egl or MUJOCO_GL=osmesa") from None
-
-
-def describe_spaces(obs_space, action_space):
-    """The sizes an Agent is built from, as plain numbers that a checkpoint can hold."""
-    continuous = isinstance(action_space, gym.spaces.Box)
-    return {"obs_dim": int(obs_space.shape[0]), "continuous": continuous,
-            "action_dim": int(action_space.shape[0] if continuous else action_space.n)}
-# === end shared ===
+def add_algorithm_settings(group):
+    """PPO-penalty's settings. Defaults: PPO paper Table 3 (MuJoCo), unless noted."""
+    add, on_off = group.add_argument, argparse.BooleanOptionalAction
+    add("--learning-rate", type=positive_float, default=3e-4, help="Adam step size")
+    add("--anneal-lr", action=on_off, default=True,
+        help="decay the step size linearly to 0 (the paper's Atari runs; baselines ppo2)")
+    add("--update-epochs", type=positive_int, default=10, help="epochs K over each batch")
+    add("--num-minibatches", type=positive_int, default=32,
+        help="minibatches per epoch: 2048 steps / 32 = the paper's minibatch of 64")
+    add("--kl-target", type=positive_float, default=0.01,
+        help="d_targ, the KL per update that beta steers toward (section 4; Table 1 also tries "
+             "0.003 and 0.03)")
+    add("--beta-init", type=positive_float, default=1.0,
+        help="beta, the KL penalty coefficient, at the start ('not important in practice')")
+    add("--adaptive-beta", action=on_off, default=True,
+        help="adapt beta toward --kl-target after each update; off: the paper's 'Fixed KL'")
+    add("--kl-hinge-coef", type=nonnegative_float, default=0.0,
+        help="c in the loss c * max(0, KL - 2 d_targ)^2 that punishes overshoots at once "
+             "(0: off; 1000 in modular_rl ppo.py, which DPPO uses)")
+    add("--kl-stop-factor", type=positive_float, default=None,
+        help="stop the epochs once a minibatch's KL exceeds this many times --kl-target "
+             "(DPPO's workers, arXiv 1707.02286: 4)")
+    add("--ent-coef", type=nonnegative_float, default=0.0, help="entropy coefficient c2")
+    add("--vf-coef", type=nonnegative_float, default=0.5, help="value loss coefficient c1 (ppo2)")
+    add("--max-grad-norm", type=positive_float, default=0.5, help="clip the gradient norm (ppo2)")
+    add("--norm-adv", action=on_off, default=True,
+        help="normalize advantages per minibatch (baselines ppo2)")
 
 
 # === shared: agent ===
 POLICY_HEAD_GAIN = 0.01  # near-zero logits / means: the first policy is near uniform or centred
 VALUE_HEAD_GAIN = 1.0
-HIDDEN_GAIN = math.sqrt(2)  # OpenAI baselines' scale for hidden layers, kept by every PPO that matches it
+HIDDEN_GAIN = math.sqrt(2)  # OpenAI baselines' scale for hidden layers, as in every PPO copying it
 STD_EPSILON = 1e-8  # keeps the normalizer's division finite for a constant feature
 
 
 class RunningMeanStd(nn.Module):
-    """Running mean and variance of a stream of vectors, merged batch by batch
-    with the parallel formula of Chan et al. (1979): merging the statistics of
-    two halves gives those of the whole, up to rounding. Buffers, so
-    state_dict saves them."""
+    """Running mean and variance of a stream of vectors, merged batch by batch with
+    the parallel formula of Chan et al. (1979): merging the statistics of two
+    halves gives those of the whole, up to rounding. Buffers, so state_dict saves them."""
 
     def __init__(self, shape):
         super().__init__()
@@ -510,53 +117,45 @@ class RunningMeanStd(nn.Module):
     @torch.no_grad()
     def update(self, x):  # x: (B, *shape)
         x = x.to(torch.float64)
-        batch_count = x.shape[0]
-        batch_mean, batch_var = x.mean(0), x.var(0, unbiased=False)
+        batch_count, batch_mean, batch_var = x.shape[0], x.mean(0), x.var(0, unbiased=False)
         total = self.count + batch_count
         delta = batch_mean - self.mean
-        m2 = self.var * self.count + batch_var * batch_count + delta**2 * self.count * batch_count / total
+        m2 = (self.var * self.count + batch_var * batch_count
+              + delta**2 * self.count * batch_count / total)
         self.mean += delta * batch_count / total
         self.var.copy_(m2 / total)
         self.count.copy_(total)
 
 
-def layer_init(layer, gain):
-    """Orthogonal weights (Saxe et al. 2014) scaled by `gain`, zero bias
-    (Huang et al. 2022, detail 2): better-conditioned first steps than PyTorch's
-    default uniform init."""
-    nn.init.orthogonal_(layer.weight, gain)
-    nn.init.zeros_(layer.bias)
-    return layer
-
-
 def mlp(in_dim, hidden_sizes, out_dim, out_gain):
-    layers, width = [], in_dim
-    for size in hidden_sizes:
-        layers += [layer_init(nn.Linear(width, size), HIDDEN_GAIN), nn.Tanh()]
-        width = size
-    layers.append(layer_init(nn.Linear(width, out_dim), out_gain))
-    return nn.Sequential(*layers)
+    """Tanh MLP with orthogonal weights (Saxe et al. 2014) scaled by a gain and zero
+    biases (Huang et al. 2022, detail 2): better-conditioned first steps than
+    PyTorch's default uniform init."""
+    layers, sizes = [], [in_dim, *hidden_sizes, out_dim]
+    for i, (width, size) in enumerate(zip(sizes[:-1], sizes[1:])):
+        layer = nn.Linear(width, size)
+        nn.init.orthogonal_(layer.weight, out_gain if i == len(sizes) - 2 else HIDDEN_GAIN)
+        nn.init.zeros_(layer.bias)
+        layers += [layer, nn.Tanh()]
+    return nn.Sequential(*layers[:-1])  # no Tanh after the output layer
 
 
 class Agent(nn.Module):
-    """Separate policy and value MLPs, with the observation normalizer inside.
-
-    Methods take *raw* observations (B, obs_dim): the normalizer's statistics are
-    buffers of this module, so they are saved with the weights and a loaded
-    agent sees observations exactly as it did in training. The statistics only
-    change through `obs_rms.update`, which the training loop calls between
-    updates, never while acting or learning.
-
-    Policy: categorical over logits for Discrete actions; for Box actions a
-    diagonal Gaussian whose log-std is a learned vector independent of the state
-    (PPO paper section 6.1, after Duan et al. 2016).
+    """Separate policy and value MLPs, with the observation normalizer inside: its
+    statistics are buffers, saved with the weights, so a loaded agent sees observations
+    exactly as in training. They change only through `obs_rms.update`, which the
+    training loop calls between updates. Methods take raw observations (B, obs_dim),
+    but for the *_from_normalized ones. Policy: categorical over logits (Discrete), or
+    a diagonal Gaussian whose log-std is a learned vector independent of the state
+    (Box; PPO paper section 6.1, after Duan et al. 2016).
     """
 
     def __init__(self, obs_dim, action_dim, continuous, hidden_sizes=(64, 64), norm_obs=True,
                  obs_clip=10.0):
         super().__init__()
         self.config = {"obs_dim": obs_dim, "action_dim": action_dim, "continuous": continuous,
-                       "hidden_sizes": list(hidden_sizes), "norm_obs": norm_obs, "obs_clip": obs_clip}
+                       "hidden_sizes": list(hidden_sizes), "norm_obs": norm_obs,
+                       "obs_clip": obs_clip}  # what load_agent rebuilds the agent from
         self.continuous, self.norm_obs, self.obs_clip = continuous, norm_obs, obs_clip
         self.obs_rms = RunningMeanStd((obs_dim,))
         self.critic = mlp(obs_dim, hidden_sizes, 1, VALUE_HEAD_GAIN)
@@ -565,12 +164,6 @@ class Agent(nn.Module):
             # std = 1 at the start: wide exploration over actions scaled to about [-1, 1].
             self.actor_logstd = nn.Parameter(torch.zeros(action_dim))
 
-    def policy_parameters(self):
-        return [p for name, p in self.named_parameters() if not name.startswith("critic.")]
-
-    def value_parameters(self):
-        return list(self.critic.parameters())
-
     def normalize(self, obs):  # (B, obs_dim) -> (B, obs_dim)
         if not self.norm_obs:
             return obs
@@ -578,17 +171,10 @@ class Agent(nn.Module):
         # Clipping bounds what one outlier state can do to the first layer.
         return ((obs - self.obs_rms.mean) / std).clamp(-self.obs_clip, self.obs_clip).to(obs.dtype)
 
-    def get_value(self, obs):  # (B, obs_dim) -> (B,)
-        return self.value_from_normalized(self.normalize(obs))
-
     def value_from_normalized(self, x):  # (B, obs_dim) -> (B,)
         return self.critic(x).squeeze(-1)
 
-    def distribution(self, obs):
-        """pi(.|s) for a batch of raw observations (B, obs_dim)."""
-        return self.policy_from_normalized(self.normalize(obs))
-
-    def policy_from_normalized(self, x):
+    def policy_from_normalized(self, x):  # pi(.|s), batch shape (B,)
         # validate_args=False skips argument checks that cost more than these
         # tiny networks do; the inputs are ours and known to be valid.
         if self.continuous:
@@ -598,35 +184,43 @@ class Agent(nn.Module):
             return Independent(Normal(mean, std, validate_args=False), 1, validate_args=False)
         return Categorical(logits=self.actor(x), validate_args=False)
 
-    def get_action_and_value(self, obs, action=None):
-        """-> (action, log pi(action|s), entropy, V(s)); all (B,) except Box actions (B, action_dim)."""
-        x = self.normalize(obs)
-        dist = self.policy_from_normalized(x)
-        if action is None:
-            action = dist.sample()
-        return action, dist.log_prob(action), dist.entropy(), self.value_from_normalized(x)
+    def get_value(self, obs):
+        return self.value_from_normalized(self.normalize(obs))
+
+    def distribution(self, obs):
+        return self.policy_from_normalized(self.normalize(obs))
 
     @torch.no_grad()
     def sample_action(self, obs):
-        """Draw a ~ pi(.|s) for acting, (B,) or (B, action_dim): a sample of the
-        same distribution as distribution(obs).sample() gives (from other random
-        numbers), without building a Distribution object, whose bookkeeping costs
-        more than the network when it is paid at every environment step."""
+        """a ~ pi(.|s), (B,) or (B, action_dim): the distribution of
+        distribution(obs).sample() without building a Distribution object, whose
+        bookkeeping costs more than the network at every environment step."""
         out = self.actor(self.normalize(obs))  # logits or means, (B, action_dim)
         if self.continuous:
             return out + self.actor_logstd.exp() * torch.randn_like(out)
         # Gumbel-max trick: argmax(logits + Gumbel noise) is an exact sample of
-        # softmax(logits); Gumbel noise is -log(E) with E ~ Exponential(1). A few
-        # cheap ops, where torch.multinomial costs more per call than the network.
+        # softmax(logits); Gumbel noise is -log(E) with E ~ Exponential(1).
         return (out - torch.empty_like(out).exponential_().log()).argmax(dim=-1)
+# === end shared ===
 
-    @torch.no_grad()
-    def act(self, obs, deterministic=True):
-        """Action for evaluation: the mean (Box) or the most likely action (Discrete)."""
-        dist = self.distribution(obs)
-        if not deterministic:
-            return dist.sample()
-        return dist.mean if self.continuous else dist.probs.argmax(-1)
+
+# === shared: environments ===
+def make_vector_env(env_id, num_envs, vector, video_dir=None):
+    """Vector env in SAME_STEP autoreset mode, which matters for time limits.
+
+    An episode cut by a time limit (truncation) did not reach a terminal state: the
+    value of the observation it ended in, V(s_final), is part of its return. The
+    default NEXT_STEP mode of Gymnasium >= 1.0 returns that observation and resets on
+    the *following* call, a wasted step whose action is ignored. SAME_STEP resets at
+    once and puts the final observation in `infos["final_obs"]`: every step in the
+    batch is a real transition, and the bootstrap value is at hand.
+    """
+    builders = [make_env(env_id, video_dir if i == 0 else None) for i in range(num_envs)]
+    same_step = gym.vector.AutoresetMode.SAME_STEP
+    if vector == "async":  # one subprocess each; Ctrl-C is for the main process alone
+        return gym.vector.AsyncVectorEnv([ignoring_sigint(b) for b in builders],
+                                         autoreset_mode=same_step)
+    return gym.vector.SyncVectorEnv(builders, autoreset_mode=same_step)
 # === end shared ===
 
 
@@ -640,126 +234,89 @@ class Rollout:
     logprobs: torch.Tensor  # (T, N) log pi_old(a_t | s_t)
     values: torch.Tensor  # (T, N) V(s_t) under the value network that acted
     rewards: torch.Tensor  # (T, N) raw environment rewards r_t
-    dones: torch.Tensor  # (T, N) 1.0 where the episode ended at step t, by termination or time limit
-    bootstrap: torch.Tensor  # (T, N) gamma * V(s_final) where a time limit cut the episode, else 0
+    dones: torch.Tensor  # (T, N) 1.0 where the episode ended at step t, for whatever reason
+    bootstrap: torch.Tensor  # (T, N) gamma * V(s_final) where a time limit cut it, else 0
+    next_value: torch.Tensor  # (N,) V(s_T) of the observation after the last step
 
     @classmethod
     def empty(cls, num_steps, num_envs, spaces, device):
-        def zeros(*trailing):
+        def zeros(*trailing):  # (T, N, *trailing)
             return torch.zeros((num_steps, num_envs, *trailing), device=device)
-
         actions = zeros(spaces["action_dim"]) if spaces["continuous"] else zeros().long()
-        return cls(obs=zeros(spaces["obs_dim"]), actions=actions, logprobs=zeros(), values=zeros(),
-                   rewards=zeros(), dones=zeros(), bootstrap=zeros())
-
-
-class EpisodeTracker:
-    """Raw return and length of each environment's current episode: what the
-    logs report, whatever reward scaling the learner sees."""
-
-    def __init__(self, num_envs):
-        self.returns = np.zeros(num_envs)
-        self.lengths = np.zeros(num_envs, dtype=np.int64)
-
-    def step(self, rewards, dones, global_step):
-        """Add one vector step; return (global_step, return, length) of each episode that ended."""
-        self.returns += rewards
-        self.lengths += 1
-        ended = [(global_step, float(self.returns[i]), int(self.lengths[i])) for i in np.flatnonzero(dones)]
-        self.returns[dones] = 0.0
-        self.lengths[dones] = 0
-        return ended
+        return cls(obs=zeros(spaces["obs_dim"]), actions=actions, logprobs=zeros(),
+                   values=zeros(), rewards=zeros(), dones=zeros(), bootstrap=zeros(),
+                   next_value=torch.zeros(num_envs, device=device))
 
 
 @torch.no_grad()
-def collect_rollout(envs, agent, buf, obs, tracker, global_step, gamma):
-    """Fill `buf` with T steps of every env, starting from observations `obs` (N, obs_dim).
-
-    Returns the observations to start the next rollout from and the list of
-    episodes that ended, as (global_step, raw return, length).
-    """
-    num_steps, num_envs = buf.rewards.shape
-    device = buf.obs.device
-    action_space = envs.single_action_space
-    continuous = isinstance(action_space, gym.spaces.Box)
-    # Per-step data is staged in NumPy and copied to the buffer once at the end:
-    # writing a NumPy row costs far less than a small torch copy, T times over.
-    obs_np = np.empty(buf.obs.shape, dtype=np.float32)  # (T, N, obs_dim)
-    rewards_np = np.empty((num_steps, num_envs), dtype=np.float32)
-    dones_np = np.empty((num_steps, num_envs), dtype=np.float32)
+def collect_rollout(envs, agent, buf, obs, gamma, episodes):
+    """Fill `buf` with T steps of every env, starting from observations `obs` (N, obs_dim),
+    and return the observations to start the next rollout from. `episodes` (Part 2)
+    keeps the raw returns for the logs, whatever reward scaling the learner sees."""
+    device, action_space = buf.obs.device, envs.single_action_space
     buf.bootstrap.zero_()
-    finished = []
-    for t in range(num_steps):
-        obs_np[t] = obs
-        obs_t = torch.from_numpy(obs_np[t]).to(device)  # (N, obs_dim); no copy on the CPU
-        action = agent.sample_action(obs_t)
+    for t in range(buf.rewards.shape[0]):
+        buf.obs[t] = torch.as_tensor(obs, device=device)  # (N, obs_dim)
+        action = agent.sample_action(buf.obs[t])  # (N,) or (N, action_dim)
         buf.actions[t] = action
         env_action = action.cpu().numpy()
-        if continuous:
-            # Clip only what the env sees: the buffer keeps the unclipped sample, the
-            # one the Gaussian policy actually drew, and its log-prob is computed from it.
+        if isinstance(action_space, gym.spaces.Box):
+            # Clip only what the env sees: the buffer keeps the unclipped sample, the one
+            # the Gaussian policy actually drew, and its log-prob is computed from it.
             env_action = np.clip(env_action, action_space.low, action_space.high)
         obs, reward, terminated, truncated, infos = envs.step(env_action)
-        done = terminated | truncated
-        rewards_np[t], dones_np[t] = reward, done
+        done = terminated | truncated  # (N,) bool
+        buf.rewards[t], buf.dones[t] = torch.as_tensor(reward), torch.as_tensor(done)
         # A time limit stops the episode in a state that is not terminal: its value
         # V(s_final) belongs in the return (Pardo et al. 2018, "Time Limits in RL").
         cut = truncated & ~terminated
         if cut.any():
             final_obs = torch.as_tensor(np.stack(infos["final_obs"][cut]), dtype=torch.float32,
                                         device=device)  # (number cut, obs_dim)
-            buf.bootstrap[t, torch.as_tensor(cut, device=device)] = gamma * agent.get_value(final_obs)
-        finished += tracker.step(reward, done, global_step + (t + 1) * num_envs * world()[1])
-    buf.obs.copy_(torch.from_numpy(obs_np))
-    buf.rewards.copy_(torch.from_numpy(rewards_np))
-    buf.dones.copy_(torch.from_numpy(dones_np))
+            value = agent.get_value(final_obs)
+            buf.bootstrap[t, torch.as_tensor(cut, device=device)] = gamma * value
+        episodes.step(reward, done)
     # Log-probs and values of the whole rollout in one batched pass: the networks
     # did not change during it, so these are the numbers each step would have
     # computed, without paying the per-call overhead of tiny networks T times.
-    _, logprobs, _, values = agent.get_action_and_value(buf.obs.flatten(0, 1), buf.actions.flatten(0, 1))
-    buf.logprobs.copy_(logprobs.view(num_steps, num_envs))  # (T * N,) -> (T, N)
-    buf.values.copy_(values.view(num_steps, num_envs))
-    return obs, finished
+    x = agent.normalize(buf.obs.flatten(0, 1))  # (T * N, obs_dim)
+    logprobs = agent.policy_from_normalized(x).log_prob(buf.actions.flatten(0, 1))  # (T * N,)
+    buf.logprobs.copy_(logprobs.view_as(buf.logprobs))
+    buf.values.copy_(agent.value_from_normalized(x).view_as(buf.values))
+    buf.next_value.copy_(agent.get_value(torch.as_tensor(obs, dtype=torch.float32, device=device)))
+    return obs
 # === end shared ===
 
 
 # === shared: advantages ===
-class RewardScaler:
+class RewardScaler(RunningMeanStd):
     """Divide rewards by the running std of the discounted return, then clip.
 
-    Returns in the hundreds or thousands make value targets badly scaled;
-    dividing by a running std keeps them near unit size (Engstrom et al. 2020,
-    "Implementation Matters", reward scaling). The mean is not subtracted:
-    shifting rewards would change what the optimal policy is when episode
-    length depends on behaviour (a per-step alive bonus, say).
+    Returns in the thousands make badly scaled value targets; dividing by a running
+    std keeps them near unit size (Engstrom et al. 2020, "Implementation Matters").
+    The mean is not subtracted: shifting rewards would change the optimal policy
+    where episode length depends on behaviour (a per-step alive bonus, say).
     """
 
     def __init__(self, num_envs, gamma, clip):
+        super().__init__(())
         self.gamma, self.clip = gamma, clip
-        self.rms = RunningMeanStd(())
-        self.discounted = torch.zeros(num_envs, dtype=torch.float64)  # running return of each env
+        self.discounted = np.zeros(num_envs)  # running discounted return of each env, (N,)
 
-    def update(self, rewards, dones):  # (T, N) each
+    def observe(self, rewards, dones):  # (T, N) each
         """Fold one rollout's rewards into the statistics."""
         rewards, dones = rewards.cpu().double().numpy(), dones.cpu().bool().numpy()
-        discounted = self.discounted.numpy()  # shares memory: updated in place, (N,)
         returns = np.empty_like(rewards)  # (T, N); a NumPy loop, as in compute_gae
         for t in range(rewards.shape[0]):
-            discounted *= self.gamma
-            discounted += rewards[t]
-            returns[t] = discounted
-            discounted[dones[t]] = 0.0  # an episode ended: its successor starts from 0
-        self.rms.update(all_gather_rows(torch.from_numpy(returns.reshape(-1))))  # every rank's returns
+            self.discounted *= self.gamma
+            self.discounted += rewards[t]
+            returns[t] = self.discounted
+            self.discounted[dones[t]] = 0.0  # an episode ended: its successor starts from 0
+        self.update(all_gather_rows(torch.from_numpy(returns.reshape(-1))))  # every rank's
 
     def scale(self, rewards):
-        std = torch.sqrt(self.rms.var + STD_EPSILON).to(rewards.dtype)
+        std = torch.sqrt(self.var + STD_EPSILON).to(rewards.dtype)
         return (rewards / std).clamp(-self.clip, self.clip)
-
-    def state_dict(self):
-        return self.rms.state_dict()
-
-    def load_state_dict(self, state):
-        self.rms.load_state_dict(state)
 
 
 def compute_gae(rewards, values, dones, next_value, gamma, gae_lambda):
@@ -777,11 +334,10 @@ def compute_gae(rewards, values, dones, next_value, gamma, gae_lambda):
     """
     # The loop runs in NumPy: T small steps cost several times less there than as torch ops.
     r, v, d, v_last = (x.detach().cpu().numpy() for x in (rewards, values, dones, next_value))
-    num_steps = r.shape[0]
     advantages = np.zeros_like(r)  # (T, N)
     last = np.zeros_like(v_last)  # A_{t+1}, (N,)
-    for t in reversed(range(num_steps)):
-        value_next = v_last if t == num_steps - 1 else v[t + 1]
+    for t in reversed(range(r.shape[0])):
+        value_next = v_last if t == r.shape[0] - 1 else v[t + 1]
         not_done = 1.0 - d[t]
         delta = r[t] + gamma * value_next * not_done - v[t]
         last = delta + gamma * gae_lambda * not_done * last
@@ -801,41 +357,24 @@ class Batch:
     advantages: torch.Tensor  # (B,)
     returns: torch.Tensor  # (B,) the value targets
 
-    @classmethod
-    def from_rollout(cls, buf, advantages, returns):
-        def flat(x):
-            return x.reshape(-1, *x.shape[2:])
 
-        return cls(obs=flat(buf.obs), actions=flat(buf.actions), logprobs=flat(buf.logprobs),
-                   values=flat(buf.values), advantages=flat(advantages), returns=flat(returns))
-
-
-def make_batch(buf, next_value, reward_scaler, gamma, gae_lambda):
-    """Rollout -> flat batch with GAE advantages and value targets.
-
-    The reward scaler first takes in this rollout's rewards, so the first batch
-    of a run is already scaled. The time-limit bootstrap is added after scaling:
-    it is gamma * V(s_final), and V is learned in scaled units.
-    """
+def make_batch(buf, reward_scaler, gamma, gae_lambda):
+    """Rollout -> flat batch with GAE advantages and value targets. The reward scaler
+    first takes in this rollout's rewards, so the first batch of a run is already
+    scaled. The time-limit bootstrap gamma * V(s_final) is added after scaling: V is
+    learned in scaled units."""
     rewards = buf.rewards
     if reward_scaler is not None:
-        reward_scaler.update(buf.rewards, buf.dones)
+        reward_scaler.observe(buf.rewards, buf.dones)
         rewards = reward_scaler.scale(rewards)
-    advantages, returns = compute_gae(rewards + buf.bootstrap, buf.values, buf.dones, next_value,
-                                      gamma, gae_lambda)
-    return Batch.from_rollout(buf, advantages, returns)
-
-
-def explained_variance(predicted, target):
-    """1 - Var[target - predicted] / Var[target]: 1 is perfect, 0 no better than a constant."""
-    var_target = target.var()
-    return float("nan") if var_target == 0 else float(1 - (target - predicted).var() / var_target)
+    advantages, returns = compute_gae(rewards + buf.bootstrap, buf.values, buf.dones,
+                                      buf.next_value, gamma, gae_lambda)
+    return Batch(*(x.flatten(0, 1) for x in (buf.obs, buf.actions, buf.logprobs, buf.values,
+                                             advantages, returns)))
 # === end shared ===
 
 
-# ==================================================================================
-# The update: PPO with the adaptive KL penalty
-# ==================================================================================
+# --- The update: PPO with the adaptive KL penalty ---
 ADAM_EPS = 1e-5  # ppo2's value; PyTorch's 1e-8 lets tiny second moments make huge steps
 ADVANTAGE_EPS = 1e-8  # keeps advantage normalization finite when all advantages are equal
 # PPO paper section 4: beta changes only once d leaves [d_targ / 1.5, d_targ * 1.5], and
@@ -886,7 +425,8 @@ def select_rows(dist, index):
     """The same distribution restricted to the batch rows `index`: the old policy
     is computed once per update and each minibatch takes its own rows of it."""
     if isinstance(dist, Independent):
-        return Independent(select_rows(dist.base_dist, index), dist.reinterpreted_batch_ndims, validate_args=False)
+        return Independent(select_rows(dist.base_dist, index), dist.reinterpreted_batch_ndims,
+                           validate_args=False)
     if isinstance(dist, Normal):
         return Normal(dist.loc[index], dist.scale[index], validate_args=False)
     return Categorical(logits=dist.logits[index], validate_args=False)
@@ -907,10 +447,10 @@ def normalize_advantages(advantages):
 
 
 def make_optimizers(agent, args):
-    """One Adam for both networks: their losses are summed (PPO paper eq. 9)."""
-    # fused=True: one kernel for all parameters instead of a loop of small ops per
-    # tensor; the same Adam update, about 20% faster per minibatch on these networks.
-    return {"adam": torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=ADAM_EPS, fused=True)}
+    """One Adam for both networks: their losses are summed (PPO paper eq. 9). fused=True:
+    one kernel for all parameters instead of small ops per tensor, about 20% faster."""
+    adam = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=ADAM_EPS, fused=True)
+    return {"adam": adam}
 
 
 def initial_algorithm_state(args):
@@ -918,297 +458,624 @@ def initial_algorithm_state(args):
     return {"beta": args.beta_init}
 
 
-def update(agent, optimizers, state, batch, args, progress):
-    """K epochs of minibatch Adam steps on L^KLPEN - c1 L^VF + c2 S (PPO paper eq. 9
-    with L^KLPEN for L^CLIP, as section 5 allows), then adapt beta (section 4).
+def minibatch_loss(agent, x, batch, mb, args, old_dist, beta):
+    """-(L^KLPEN - c1 L^VF + c2 S), PPO paper eq. 9 with L^KLPEN for L^CLIP (as section 5
+    allows), on the batch rows `mb`; x (B, obs_dim) holds the normalized observations.
+    Returns the loss and its parts, detached: (policy loss, value loss, entropy, mean KL)."""
+    dist = agent.policy_from_normalized(x[mb])
+    logprob, entropy = dist.log_prob(batch.actions[mb]), dist.entropy()  # (M,) each
+    value = agent.value_from_normalized(x[mb])  # (M,)
+    ratio = (logprob - batch.logprobs[mb]).exp()  # r_t(theta) = pi(a|s) / pi_old(a|s)
+    # The exact KL between the two distributions at each state, not a sample
+    # estimate from the one action taken: less noise, the same expectation.
+    kl = torch.distributions.kl_divergence(select_rows(old_dist, mb), dist)  # (M,)
+    mb_adv = normalize_advantages(batch.advantages[mb]) if args.norm_adv else batch.advantages[mb]
+    pg_loss = kl_penalty_surrogate(ratio, mb_adv, kl, beta)
+    if args.kl_hinge_coef > 0:
+        pg_loss = pg_loss + kl_hinge(kl.mean(), args.kl_target, args.kl_hinge_coef)
+    v_loss = value_loss(value, batch.returns[mb])
+    entropy = entropy.mean()
+    loss = pg_loss - args.ent_coef * entropy + args.vf_coef * v_loss
+    with torch.no_grad():
+        return loss, torch.stack([pg_loss, v_loss, entropy, kl.mean()])
 
-    `progress` is the fraction of the run done before this batch; it sets the
-    annealed step size. Returns the diagnostics logged in progress.csv.
-    """
+
+def update(agent, optimizers, state, batch, args, progress):
+    """K epochs of minibatch Adam steps on minibatch_loss, then adapt beta (section 4).
+    `progress`, the fraction of the run done before this batch, sets the annealed
+    step size. Returns the diagnostics logged in progress.csv."""
     optimizer = optimizers["adam"]
     lr = args.learning_rate * (1.0 - progress) if args.anneal_lr else args.learning_rate
     for group in optimizer.param_groups:
         group["lr"] = lr
     batch_size = batch.obs.shape[0]
     minibatch_size = batch_size // args.num_minibatches
-    beta = state["beta"]
-    params = list(agent.parameters())  # once: walking the module tree per minibatch costs more than clipping
+    params = list(agent.parameters())  # once: walking the module tree per step costs more
     # Normalize the whole batch once: the statistics stay frozen until the update is over.
     x = agent.normalize(batch.obs)  # (B, obs_dim)
+    beta = state["beta"]
     with torch.no_grad():
         # pi_old: with the normalizer frozen, this is exactly the policy that acted.
         old_dist = agent.policy_from_normalized(x)  # batch shape (B,)
-    sums = torch.zeros(3)  # policy loss, value loss, entropy
-    steps, epochs_done, stopped_early = 0, 0, False
+    sums, steps, stop = torch.zeros(3), 0, False  # sums of the policy loss, value loss, entropy
     for epoch in range(args.update_epochs):
         order = torch.randperm(batch_size, device=batch.obs.device)
         for start in range(0, batch_size, minibatch_size):
             mb = order[start:start + minibatch_size]
-            dist = agent.policy_from_normalized(x[mb])
-            logprob, entropy = dist.log_prob(batch.actions[mb]), dist.entropy()  # (M,) each
-            value = agent.value_from_normalized(x[mb])  # (M,)
-            ratio = (logprob - batch.logprobs[mb]).exp()  # r_t(theta) = pi(a|s) / pi_old(a|s)
-            # The exact KL between the two distributions at each state, not a
-            # sample estimate from the one action taken: less noise, same expectation.
-            kl = torch.distributions.kl_divergence(select_rows(old_dist, mb), dist)  # (M,)
-            mb_adv = batch.advantages[mb]
-            if args.norm_adv:
-                mb_adv = normalize_advantages(mb_adv)
-            pg_loss = kl_penalty_surrogate(ratio, mb_adv, kl, beta)
-            if args.kl_hinge_coef > 0:
-                pg_loss = pg_loss + kl_hinge(kl.mean(), args.kl_target, args.kl_hinge_coef)
-            v_loss = value_loss(value, batch.returns[mb])
-            entropy = entropy.mean()
-            loss = pg_loss - args.ent_coef * entropy + args.vf_coef * v_loss
+            loss, parts = minibatch_loss(agent, x, batch, mb, args, old_dist, beta)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             average_gradients(params)  # the same step on every rank (no-op in one process)
             # One global norm over both networks: a rare huge gradient cannot wreck the policy.
             nn.utils.clip_grad_norm_(params, args.max_grad_norm)
             optimizer.step()
-            sums += torch.stack([pg_loss, v_loss, entropy]).detach().cpu()
-            steps += 1
-            if (args.kl_stop_factor is not None
-                    and all_reduce_mean_(kl.detach().mean()).item() > args.kl_stop_factor * args.kl_target):
-                stopped_early = True  # far past the target: beta is too small, more steps would overshoot
+            sums, steps = sums + parts[:3].cpu(), steps + 1
+            stop = (args.kl_stop_factor is not None
+                    and all_reduce_mean_(parts[3]).item() > args.kl_stop_factor * args.kl_target)
+            if stop:  # far past the target: beta is too small, more steps would overshoot
                 break
-        epochs_done = epoch + 1
-        if stopped_early:
+        if stop:
             break
     with torch.no_grad():
         # d of section 4: the mean KL over the whole batch, after the last epoch.
-        kl_batch = torch.distributions.kl_divergence(old_dist, agent.policy_from_normalized(x)).mean()
-        kl_batch = all_reduce_mean_(kl_batch).item()  # every rank adapts beta from the same d
+        kl = torch.distributions.kl_divergence(old_dist, agent.policy_from_normalized(x)).mean()
+        kl = all_reduce_mean_(kl).item()  # every rank adapts beta from the same d
     if args.adaptive_beta:
-        state["beta"] = adapt_beta(beta, kl_batch, args.kl_target)  # used from the next update on
+        state["beta"] = adapt_beta(beta, kl, args.kl_target)  # used from the next update on
     means = all_reduce_mean_(sums / steps).tolist()
-    return {"learning_rate": lr, "policy_loss": means[0], "value_loss": means[1], "entropy": means[2],
-            "kl": kl_batch, "beta": beta, "next_beta": state["beta"], "epochs": epochs_done}
+    return {"learning_rate": lr, "policy_loss": means[0], "value_loss": means[1],
+            "entropy": means[2], "kl": kl, "beta": beta, "next_beta": state["beta"],
+            "epochs": epoch + 1}
 
 
-# === shared: logging and checkpoints ===
-CHECKPOINT_FORMAT = 1
-RECENT_EPISODES = 20  # episodes averaged in the console line and progress.csv (CartPole's solved window)
+# === shared: training loop ===
+def train(args):
+    """Collect a batch, estimate its advantages, update the agent; repeat until the
+    budget is spent. Everything around this loop (run directory, resume, logs,
+    checkpoints, Ctrl-C, several ranks) is Part 2's Run. Returns a summary dict."""
+    run = Run(args)  # checks the input and opens the run directory
+    envs = make_vector_env(args.env, args.num_envs, args.vector, run.video_dir)
+    try:
+        obs = seed_everything(run.seed, envs)  # before the networks: their weights are random
+        agent = Agent(**run.spaces, hidden_sizes=args.hidden_sizes, norm_obs=args.norm_obs,
+                      obs_clip=args.obs_clip).to(run.device)
+        optimizers = make_optimizers(agent, args)
+        algorithm_state = initial_algorithm_state(args)
+        reward_scaler = (RewardScaler(args.num_envs, args.gamma, args.reward_clip)
+                         if args.norm_reward else None)
+        run.begin(agent, optimizers, algorithm_state, reward_scaler)  # resumes, if asked to
+        buf = Rollout.empty(args.num_steps, args.num_envs, run.spaces, run.device)
+        batch_size = args.num_envs * args.num_steps * run.world_size  # all ranks together
+        while run.global_step + batch_size <= args.total_timesteps and not run.stop_requested():
+            progress = run.global_step / args.total_timesteps  # fraction of the run done
+            obs = collect_rollout(envs, agent, buf, obs, args.gamma, run.episodes)
+            batch = make_batch(buf, reward_scaler, args.gamma, args.gae_lambda)
+            stats = update(agent, optimizers, algorithm_state, batch, args, progress)
+            if args.norm_obs:
+                # Only now, after the update: the policy that acted and the one the
+                # update started from saw observations normalized the same way.
+                # Every rank merges every rank's observations, so all normalize alike.
+                agent.obs_rms.update(all_gather_rows(batch.obs))
+            run.end_update(batch_size, batch, stats)  # counts, logs, checkpoints
+        run.finish()
+    finally:
+        envs.close()
+        run.close()
+    return {"run_dir": str(run.dir), "global_step": run.global_step, "interrupted": run.stopped}
+# === end shared ===
 
 
-def default_run_dir(args):
-    env_name = re.sub(r"[^A-Za-z0-9_.-]+", "_", args.env)  # ids like "module:Env-v0" or "ALE/Pong-v5"
-    return Path("runs") / f"{env_name}__{ALGORITHM}__{args.seed}__{time.strftime('%Y%m%d-%H%M%S')}"
+# ############################### PART 2: MACHINERY ################################
+# You may stop reading here: the algorithm is all above. What follows makes the file a
+# dependable tool (command line, resume, several processes, checkpoints, logs,
+# evaluation) and changes nothing about how the agent learns.
 
 
-def create_run_dir(path):
-    """A new run never writes into a directory that already holds something."""
-    if path.exists() and (not path.is_dir() or any(path.iterdir())):
-        raise UsageError(f"run directory {path} already exists; pick another --run-dir "
-                         f"or continue it with --resume {path}")
-    path.mkdir(parents=True, exist_ok=True)
+# === shared: command line ===
+def add_shared_settings(parser):
+    """The settings of every script. Defaults: PPO paper Table 3 (MuJoCo), unless noted."""
+    add, on_off = parser.add_argument, argparse.BooleanOptionalAction
+    add("--env", default="CartPole-v1", help="Gymnasium id; Box observations, Discrete or Box "
+        "actions (--eval: the model's)")
+    add("--seed", type=int, default=1, help="seed of Python, NumPy, torch and the environments")
+    add("--total-timesteps", type=positive_int, default=1_000_000,
+        help="environment steps in all, rounded down to whole batches (PPO paper, MuJoCo)")
+    add("--num-envs", type=positive_int, default=1, help="parallel environments N (PPO paper)")
+    add("--num-steps", type=positive_int, default=2048, help="horizon T: steps per env per batch")
+    add("--gamma", type=unit_interval, default=0.99, help="discount factor")
+    add("--gae-lambda", type=unit_interval, default=0.95, help="GAE lambda: 0 TD(0), 1 Monte Carlo")
+    add("--hidden-sizes", type=positive_int, nargs="+", default=[64, 64],
+        help="hidden layers of the policy and of the value network (PPO paper)")
+    add("--norm-obs", action=on_off, default=True,
+        help="normalize observations by their running mean and std (baselines VecNormalize)")
+    add("--norm-reward", action=on_off, default=True,
+        help="divide rewards by the running std of the discounted return (VecNormalize)")
+    add("--obs-clip", type=positive_float, default=10.0, help="clip normalized obs to +-this")
+    add("--reward-clip", type=positive_float, default=10.0, help="clip scaled rewards to +-this")
+    add("--vector", choices=["sync", "async"], default="sync",
+        help="step the envs in this process (sync) or in a subprocess each (async)")
+    add("--device", choices=["auto", "cpu", "cuda"], default="auto", help="auto: cuda if available")
+    add("--torch-threads", type=positive_int, default=1,
+        help="torch intra-op threads: for 64-unit networks more threads only contend")
+    add("--run-dir", help="a new directory (None: runs/<env>__<algorithm>__<seed>__<time>)")
+    add("--checkpoint-every", type=positive_int, default=10,
+        help="save model.pt every this many updates, at the end and on Ctrl-C")
+    add("--tensorboard", action=on_off, default=False, help="write TensorBoard scalars too")
+    add("--capture-video", action=on_off, default=False,
+        help="MP4s of env 0 (training) or of every episode (--eval); needs moviepy")
+    add("--resume", metavar="RUN_DIR", help="go on with RUN_DIR's model.pt and settings")
+    add("--eval", metavar="CHECKPOINT", help="evaluate a model.pt instead of training")
+    add("--eval-episodes", type=positive_int, default=10, help="episodes for --eval")
+    add("--stochastic-eval", action=on_off, default=False,
+        help="sample --eval's actions instead of taking the mean or most likely one")
 
 
-def package_versions():
-    versions = {"python": platform.python_version()}
-    for package in ("torch", "gymnasium", "numpy", "mujoco"):
+class UsageError(Exception):
+    """Bad input: reported as one line on stderr, never a traceback."""
+
+
+def checked(convert, test, requirement):
+    """An argparse type whose error names the requirement, not just "invalid value"."""
+    def parse(text):
         try:
-            versions[package] = importlib.metadata.version(package)
-        except importlib.metadata.PackageNotFoundError:
-            pass
-    return versions
+            value = convert(text)
+        except ValueError:
+            value = None
+        if value is None or not test(value):
+            raise argparse.ArgumentTypeError(f"must be {requirement}, got {text!r}")
+        return value
+    return parse
 
 
-def saved_settings(args):
-    return {k: v for k, v in vars(args).items() if k not in ACTION_SETTINGS}
+positive_int = checked(int, lambda v: v > 0, "a positive integer")
+positive_float = checked(float, lambda v: 0 < v < math.inf, "a positive number")
+nonnegative_float = checked(float, lambda v: 0 <= v < math.inf, "a non-negative number")
+unit_interval = checked(float, lambda v: 0 <= v <= 1, "in [0, 1]")
+fraction = checked(float, lambda v: 0 < v <= 1, "in (0, 1]")
+shrink_factor = checked(float, lambda v: 0 < v < 1, "in (0, 1)")
+RESUMABLE = {"total_timesteps", "device", "vector", "torch_threads", "tensorboard",
+             "checkpoint_every"}  # settings a resumed run may change; the rest are its own
+NOT_SAVED = {"resume", "eval", "eval_episodes", "stochastic_eval", "run_dir"}  # what to do now
 
 
-def write_config(run_dir, args):
-    config = {"algorithm": ALGORITHM, "settings": saved_settings(args), "versions": package_versions()}
-    atomic_write(run_dir / "config.json", lambda f: f.write(json.dumps(config, indent=2).encode()))
+def build_parser():
+    parser = argparse.ArgumentParser(description=DESCRIPTION,
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.error = lambda message: parser.exit(2, f"{parser.prog}: error: {message}\n")  # 1 line
+    add_algorithm_settings(parser.add_argument_group(ALGORITHM))
+    add_shared_settings(parser.add_argument_group("every script"))
+    return parser
 
 
-def atomic_write(path, write):
-    """Write to a temporary file and rename it over `path`: a crash mid-write
-    leaves the old file whole, never a truncated one."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        write(f)
-    os.replace(tmp, path)
+def parse_args(argv=None):
+    """Parse and check the command line. argparse fills in a default only where the
+    namespace it is given lacks the name, so: --eval keeps env None unless typed (the
+    model's env is then used), and --resume starts from the run's saved settings."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.eval is not None:
+        if args.resume is not None:
+            raise UsageError("--eval and --resume exclude each other")
+        return parser.parse_args(argv, argparse.Namespace(env=None))
+    if args.resume is not None:
+        checkpoint = load_checkpoint(Path(args.resume) / "model.pt")
+        if checkpoint["algorithm"] != ALGORITHM:
+            raise UsageError(f"cannot resume: {args.resume} is a {checkpoint['algorithm']} run, "
+                             f"this script is {ALGORITHM}")
+        args = parser.parse_args(argv, argparse.Namespace(**checkpoint["settings"]))
+        for name, value in checkpoint["settings"].items():
+            if name not in RESUMABLE and getattr(args, name) != value:
+                raise UsageError(f"--{name.replace('_', '-')} cannot change when resuming; it was "
+                                 f"{value!r} (changeable: {', '.join(sorted(RESUMABLE))})")
+        if checkpoint["global_step"] + args.num_envs * args.num_steps > args.total_timesteps:
+            raise UsageError(f"{args.resume} is already at step {checkpoint['global_step']:,}; "
+                             f"pass a larger --total-timesteps to continue it")
+    batch = args.num_envs * args.num_steps
+    if args.total_timesteps < batch:
+        raise UsageError(f"--total-timesteps {args.total_timesteps} is less than one batch of "
+                         f"{batch} steps (--num-envs x --num-steps)")
+    if batch % args.num_minibatches != 0:
+        raise UsageError(f"--num-minibatches {args.num_minibatches} does not divide the batch "
+                         f"of {batch} steps (--num-envs x --num-steps)")
+    return args
 
 
-def rng_state():
-    """Random generator states as plain types and tensors, so that loading them
-    with weights_only=True is allowed."""
-    np_state = np.random.get_state()
-    return {"python": random.getstate(), "torch": torch.get_rng_state(),
-            "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]]}
+def check_env(env_id, render=False):
+    """Make the environment once, so that bad input fails before a run directory exists:
+    an unknown id, unsupported spaces, and with `render` (--capture-video) a machine that
+    cannot draw frames. Returns the sizes an Agent is built from."""
+    try:
+        if render:
+            importlib.import_module("moviepy")  # RecordVideo writes MP4s with it
+        with warnings.catch_warnings():  # windowing libraries warn on stderr before failing
+            warnings.simplefilter("ignore")
+            env = gym.make(env_id, render_mode="rgb_array") if render else gym.make(env_id)
+            if render:
+                env.reset(seed=0)
+                env.render()
+    except ImportError as error:
+        raise UsageError(f"--capture-video needs moviepy: pip install moviepy ({error})") from None
+    except Exception as error:  # gymnasium, pygame, OpenGL and MuJoCo raise many types
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        if render:
+            raise UsageError(f"--capture-video: {env_id} cannot render here ({reason}); MuJoCo "
+                             f"without a display needs MUJOCO_GL=egl or osmesa") from None
+        raise UsageError(f"cannot make environment {env_id!r}: {reason}") from None
+    obs_space, action_space = env.observation_space, env.action_space
+    env.close()
+    if not (isinstance(obs_space, gym.spaces.Box) and len(obs_space.shape) == 1):
+        raise UsageError(f"{env_id} has observation space {obs_space}; supported: a flat (1-D) Box")
+    continuous = isinstance(action_space, gym.spaces.Box)
+    if not (continuous and len(action_space.shape) == 1
+            or isinstance(action_space, gym.spaces.Discrete)):
+        raise UsageError(f"{env_id} has action space {action_space}; "
+                         f"supported: Discrete or a 1-D Box")
+    return {"obs_dim": int(obs_space.shape[0]), "continuous": continuous,
+            "action_dim": int(action_space.shape[0] if continuous else action_space.n)}
 
 
-def set_rng_state(state):
-    random.setstate(state["python"])
-    torch.set_rng_state(state["torch"])
-    name, key, *rest = state["numpy"]
-    np.random.set_state((name, key.numpy().astype(np.uint32), *rest))
+def make_env(env_id, video_dir=None):
+    """A builder of one environment (vector envs want builders); with `video_dir`,
+    RecordVideo writes MP4s of its episodes there."""
+    def build():
+        if video_dir is None:
+            return gym.make(env_id)
+        env = gym.make(env_id, render_mode="rgb_array")
+        return gym.wrappers.RecordVideo(env, str(video_dir), disable_logger=True)
+    return build
 
 
-def save_checkpoint(path, agent, optimizers, algorithm_state, reward_scaler, args, global_step,
-                    updates, elapsed):
-    """Everything needed to act (agent with its normalizer) and to resume."""
-    payload = {
-        "format": CHECKPOINT_FORMAT, "algorithm": ALGORITHM, "settings": saved_settings(args),
-        "agent_config": agent.config, "agent": agent.state_dict(),
-        "optimizers": {name: opt.state_dict() for name, opt in optimizers.items()},
-        "algorithm_state": dict(algorithm_state),
-        "reward_scaler": None if reward_scaler is None else reward_scaler.state_dict(),
-        "global_step": global_step, "updates": updates, "elapsed": elapsed, "rng": rng_state(),
-    }
-    atomic_write(path, lambda f: torch.save(payload, f))
+def ignoring_sigint(build):
+    """Async workers share the terminal's process group, so Ctrl-C would reach them too
+    and kill them mid-step: they ignore it, and the main process decides how to stop."""
+    def build_in_worker():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        return build()
+    return build_in_worker
+# === end shared ===
+
+
+# === shared: distributed ===
+# Synchronous data parallelism, as in DeepMind's distributed PPO (Heess et al. 2017,
+# arXiv 1707.02286): `torchrun --nproc_per_node N X.py` starts N copies, each with its
+# own environments and batch, which average what they must to take exactly the same
+# step: PPO the gradients and the KL behind its decisions; TRPO the policy gradient,
+# the Fisher-vector products, the line search's measurements and the value gradients.
+# Normalizers merge every rank's data; rank 0 alone writes the run directory. Under
+# plain `python X.py` there is one copy and all of this does nothing.
+def world():
+    """(rank, world size) of this copy; (0, 1) when not launched by torchrun."""
+    return (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+
+
+def start_distributed(device_name):
+    """The device to use, after joining torchrun's process group if torchrun started
+    us: NCCL when the ranks have GPUs (each its LOCAL_RANK's), gloo otherwise."""
+    if device_name == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda was asked for but torch sees no CUDA device")
+    device = torch.device("cuda" if device_name != "cpu" and torch.cuda.is_available() else "cpu")
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        if device.type == "cuda":
+            device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+            torch.cuda.set_device(device)
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return device
+
+
+def all_reduce_mean_(tensor):
+    """Average `tensor` over the ranks, in place; every rank gets the same bits."""
+    if world()[1] > 1:
+        dist.all_reduce(tensor)
+        tensor /= world()[1]
+    return tensor
+
+
+def average_gradients(params):
+    """Average the gradients over the ranks, in one all-reduce of their concatenation."""
+    if world()[1] > 1:
+        grads = [p.grad for p in params if p.grad is not None]
+        flat = all_reduce_mean_(torch.cat([g.reshape(-1) for g in grads]))
+        for g, averaged in zip(grads, flat.split([g.numel() for g in grads])):
+            g.copy_(averaged.view_as(g))
+
+
+def broadcast_state(module):
+    """Copy rank 0's parameters and buffers to every rank."""
+    for tensor in module.state_dict().values() if world()[1] > 1 else []:
+        dist.broadcast(tensor, src=0)
+
+
+def all_gather_rows(x):
+    """Every rank's (B, ...) tensor, concatenated in rank order: (world * B, ...)."""
+    if world()[1] == 1:
+        return x
+    parts = [torch.empty_like(x) for _ in range(world()[1])]
+    dist.all_gather(parts, x.contiguous())
+    return torch.cat(parts)
+
+
+def gather_lists(items):
+    """Every rank's list, concatenated in rank order."""
+    if world()[1] == 1:
+        return items
+    lists = [None] * world()[1]
+    dist.all_gather_object(lists, items)
+    return [item for part in lists for item in part]
+
+
+def any_rank(flag):
+    """True on every rank if it is true on any: a decision all ranks must take together."""
+    return all_reduce_mean_(torch.tensor(float(flag))).item() > 0
+# === end shared ===
+
+
+# === shared: checkpoints and logs ===
+CHECKPOINT_FORMAT = 1
+RECENT_EPISODES = 20  # episodes averaged in the console and progress.csv (CartPole's window)
+
+
+class TrainingDiverged(Exception):
+    """A loss or statistic became NaN or infinite."""
+
+
+def seed_everything(seed, envs):
+    """Seed Python and NumPy (for any user code), torch (action sampling, minibatch
+    order), each env with seed + index and the action spaces; return the first obs."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    envs.action_space.seed(seed)
+    return envs.reset(seed=seed)[0]
+
+
+class EpisodeTracker:
+    """Raw return and length of each env's current episode, and the episodes finished
+    since the logs last took them, as (global_step, return, length)."""
+
+    def __init__(self, num_envs, global_step, steps_per_call):
+        self.returns, self.lengths = np.zeros(num_envs), np.zeros(num_envs, dtype=np.int64)
+        self.global_step, self.steps_per_call, self.finished = global_step, steps_per_call, []
+
+    def step(self, rewards, dones):  # (N,) each
+        self.global_step += self.steps_per_call  # all ranks' environments step together
+        self.returns += rewards
+        self.lengths += 1
+        for i in np.flatnonzero(dones):
+            self.finished.append((self.global_step, float(self.returns[i]), int(self.lengths[i])))
+        self.returns[dones], self.lengths[dones] = 0.0, 0
+
+
+class Run:
+    """All around the training loop: checks made before anything is written, the run
+    directory (new, or --resume's), resuming, logs and checkpoints (rank 0 only: the
+    other ranks of a torchrun job write nothing), and Ctrl-C."""
+
+    def __init__(self, args):
+        self.args, self.spaces = args, check_env(args.env, render=args.capture_video)
+        if args.tensorboard and importlib.util.find_spec("tensorboard") is None:
+            raise UsageError("--tensorboard needs tensorboard: pip install tensorboard")
+        self.device = start_distributed(args.device)
+        self.rank, self.world_size = world()
+        self.dir = Path(args.resume or args.run_dir or Path("runs") / "__".join(
+            [re.sub(r"[^\w.-]+", "_", args.env), ALGORITHM, str(args.seed),
+             time.strftime("%Y%m%d-%H%M%S")]))
+        self.checkpoint = args.resume and load_checkpoint(self.dir / "model.pt", self.device)
+        self.settings = {k: v for k, v in vars(args).items() if k not in NOT_SAVED}
+        if self.rank == 0:
+            if not args.resume and self.dir.exists() and any(self.dir.iterdir()):
+                raise UsageError(f"run directory {self.dir} already exists; pick another "
+                                 f"--run-dir or continue it with --resume {self.dir}")
+            self.dir.mkdir(parents=True, exist_ok=True)
+            versions = {"python": platform.python_version(), "torch": torch.__version__,
+                        "gymnasium": gym.__version__, "numpy": np.__version__}
+            config = {"algorithm": ALGORITHM, "settings": self.settings, "versions": versions}
+            atomic_write(self.dir / "config.json", json.dumps(config, indent=2).encode())
+        torch.set_num_threads(args.torch_threads)  # process-wide: see --torch-threads
+        resumed = self.checkpoint or {"global_step": 0, "updates": 0, "elapsed": 0.0}
+        self.global_step, self.updates = resumed["global_step"], resumed["updates"]
+        self.elapsed = resumed["elapsed"]
+        # A resumed run plays new episodes, seeded by its step so they differ from the
+        # ones already played; each rank's environments get their own seeds.
+        self.seed = args.seed + self.global_step + self.rank * args.num_envs
+        self.video_dir = self.dir / "videos" if args.capture_video and self.rank == 0 else None
+        self.episodes = EpisodeTracker(args.num_envs, self.global_step,
+                                       args.num_envs * self.world_size)
+        self.recent, self.episode_count, self.tb = [], 0, None
+        self.sigint = self.stopped = False
+
+    def begin(self, agent, optimizers, algorithm_state, reward_scaler):
+        """Restore the checkpoint if resuming, start every rank from rank 0's weights,
+        open the logs. From now on the first Ctrl-C asks the loop to stop."""
+        self.learner = (agent, optimizers, algorithm_state, reward_scaler)
+        if self.checkpoint:  # the same env: the settings cannot change on resume
+            agent.load_state_dict(self.checkpoint["agent"])
+            for name, optimizer in optimizers.items():
+                optimizer.load_state_dict(self.checkpoint["optimizers"][name])
+            algorithm_state.update(self.checkpoint["algorithm_state"])
+            if reward_scaler is not None:
+                reward_scaler.load_state_dict(self.checkpoint["reward_scaler"])
+        broadcast_state(agent)
+        if self.rank == 0:
+            for name in ("episodes.csv", "progress.csv"):
+                drop_rows_after(self.dir / name, self.global_step)
+            rows = read_csv(self.dir / "episodes.csv")  # resuming: carry the recent returns on
+            self.recent = [(float(r["return"]), int(r["length"])) for r in rows][-RECENT_EPISODES:]
+            self.episode_count = len(rows)
+            append_csv(self.dir / "episodes.csv", [], ["global_step", "return", "length"])
+            if self.args.tensorboard:
+                from torch.utils.tensorboard import SummaryWriter  # optional: only if asked for
+                self.tb = SummaryWriter(str(self.dir))
+        self.previous_handler = signal.signal(signal.SIGINT, self.on_sigint)
+        self.start_time, self.start_step = time.time(), self.global_step
+
+    def on_sigint(self, signum, frame):
+        """The first Ctrl-C stops after the current update, so that the checkpoint is
+        consistent; a second one stops at once."""
+        if self.sigint:
+            raise KeyboardInterrupt
+        self.sigint = True
+        print(f"[{ALGORITHM}] Ctrl-C: saving a checkpoint after this update (again to quit now)",
+              flush=True)
+
+    def stop_requested(self):
+        self.stopped = any_rank(self.sigint)  # a Ctrl-C on any rank stops them all
+        return self.stopped
+
+    def end_update(self, batch_size, batch, stats):
+        """Count the batch, refuse a non-finite loss, log, and checkpoint now and then."""
+        self.global_step += batch_size
+        self.updates += 1
+        finished, self.episodes.finished = gather_lists(self.episodes.finished), []
+        if not all(math.isfinite(v) for v in stats.values()):
+            path = self.dir / "model.pt"
+            kept = f"the last good checkpoint is {path}" if path.exists() else "no checkpoint yet"
+            raise TrainingDiverged(f"non-finite loss at step {self.global_step:,} ({stats}); "
+                                   f"{kept}")
+        if self.rank == 0:
+            self.log(finished, {**stats, "explained_variance": explained_variance(batch)})
+        if self.updates % self.args.checkpoint_every == 0:
+            self.save()
+
+    def log(self, finished, stats):
+        """episodes.csv (raw returns), progress.csv, TensorBoard, and the console line."""
+        append_csv(self.dir / "episodes.csv", finished, header=None)  # begin() wrote the header
+        self.recent = (self.recent + [(r, n) for _, r, n in finished])[-RECENT_EPISODES:]
+        self.episode_count += len(finished)
+        seconds = time.time() - self.start_time
+        sps = (self.global_step - self.start_step) / seconds
+        returns, lengths = [r for r, _ in self.recent], [n for _, n in self.recent]
+        row = {"global_step": self.global_step, "time": round(self.elapsed + seconds, 3),
+               "sps": round(sps, 1), "episodes": self.episode_count,
+               "return_mean": np.mean(returns) if returns else float("nan"),
+               "length_mean": np.mean(lengths) if returns else float("nan"), **stats}
+        append_csv(self.dir / "progress.csv", [row.values()], header=row.keys())
+        for step, episode_return, _ in finished if self.tb else []:
+            self.tb.add_scalar("episode/return", episode_return, step)
+        for key, value in list(row.items())[1:] if self.tb else []:
+            self.tb.add_scalar(f"progress/{key}", value, self.global_step)
+        eta = time.gmtime((self.args.total_timesteps - self.global_step) / sps)
+        print(f"[{ALGORITHM}] step {self.global_step:,}/{self.args.total_timesteps:,} | return "
+              f"{row['return_mean']:.1f} | length {row['length_mean']:.0f} | {sps:,.0f} SPS | "
+              f"ETA {time.strftime('%H:%M:%S', eta)}", flush=True)
+
+    def finish(self):
+        """The last checkpoint, after the budget is spent or Ctrl-C."""
+        self.save()
+        if self.stopped and self.rank == 0:
+            print(f"[{ALGORITHM}] stopped at step {self.global_step:,}; continue with: "
+                  f"python {Path(sys.argv[0]).name} --resume {self.dir}", flush=True)
+
+    def save(self):
+        """model.pt: all that is needed to act (the agent with its normalizer) and to resume."""
+        if self.rank != 0:
+            return
+        agent, optimizers, algorithm_state, reward_scaler = self.learner
+        state = {"format": CHECKPOINT_FORMAT, "algorithm": ALGORITHM, "settings": self.settings,
+                 "agent_config": agent.config, "agent": agent.state_dict(),
+                 "optimizers": {name: opt.state_dict() for name, opt in optimizers.items()},
+                 "algorithm_state": dict(algorithm_state),
+                 "reward_scaler": reward_scaler and reward_scaler.state_dict(),
+                 "global_step": self.global_step, "updates": self.updates,
+                 "elapsed": self.elapsed + time.time() - self.start_time}
+        buffer = io.BytesIO()
+        torch.save(state, buffer)
+        atomic_write(self.dir / "model.pt", buffer.getvalue())
+
+    def close(self):
+        if self.tb is not None:
+            self.tb.close()
+        if hasattr(self, "previous_handler"):
+            signal.signal(signal.SIGINT, self.previous_handler)
+        if self.world_size > 1:
+            dist.barrier()  # leave together: a rank tearing down while another talks can abort
+            dist.destroy_process_group()
+
+
+def explained_variance(batch):
+    """1 - Var[returns - values] / Var[returns]: 1 is a perfect value function, 0 no better
+    than a constant."""
+    var = batch.returns.var()
+    return float("nan") if var == 0 else float(1 - (batch.returns - batch.values).var() / var)
+
+
+def atomic_write(path, data):
+    """Write a temporary file and rename it over `path`: a crash mid-write leaves the
+    old file whole, never a truncated one."""
+    path.with_name(path.name + ".tmp").write_bytes(data)
+    os.replace(path.with_name(path.name + ".tmp"), path)
+
+
+def read_csv(path):
+    if not path.exists():
+        return []
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def append_csv(path, rows, header):
+    """Append rows to a CSV file, starting it with `header` if it is new."""
+    new_file = not path.exists()
+    with open(path, "a", newline="") as f:
+        csv.writer(f).writerows([header, *rows] if new_file else rows)
+
+
+def drop_rows_after(path, step):
+    """Remove the rows logged after `step`, the checkpoint a run resumes from. Only a
+    run killed (not stopped with Ctrl-C) after its last checkpoint has them; the
+    resumed run logs those steps anew, so keeping them would count them twice."""
+    rows = read_csv(path)
+    keep = [row.values() for row in rows if int(row["global_step"]) <= step]
+    if len(keep) < len(rows):
+        print(f"[{ALGORITHM}] {path.name}: dropped {len(rows) - len(keep)} rows logged after "
+              f"the checkpoint at step {step:,}", flush=True)
+        path.unlink()
+        append_csv(path, keep, header=rows[0].keys())
 
 
 def load_checkpoint(path, device="cpu"):
-    """Read a checkpoint. weights_only=True: unpickling can build tensors and
-    plain containers but never run code, so opening a checkpoint is safe."""
-    path = Path(path)
-    if not path.is_file():
+    """Read a model.pt. weights_only=True: unpickling may build tensors and plain
+    containers but never run code, so opening a checkpoint is safe."""
+    if not Path(path).is_file():
         raise UsageError(f"checkpoint {path} does not exist")
     try:
         checkpoint = torch.load(path, map_location=device, weights_only=True)
-    except Exception as error:  # a corrupt file fails in zipfile, pickle or torch, with many types
-        raise UsageError(f"checkpoint {path} is unreadable: corrupt, or not a weights-only torch file "
-                         f"({type(error).__name__})") from None
+    except Exception as error:  # a corrupt file fails in zipfile, pickle or torch
+        raise UsageError(f"checkpoint {path} is unreadable: corrupt, or not a weights-only "
+                         f"torch file ({type(error).__name__})") from None
     if not (isinstance(checkpoint, dict) and checkpoint.get("format") == CHECKPOINT_FORMAT):
         raise UsageError(f"checkpoint {path} is not a model.pt written by these scripts")
     return checkpoint
 
 
-def load_agent(checkpoint_path, device="cpu"):
+def load_agent(path, device="cpu"):
     """Rebuild the Agent, normalizer statistics included, from a model.pt."""
-    checkpoint = load_checkpoint(checkpoint_path, device)
+    checkpoint = load_checkpoint(path, device)
     agent = Agent(**checkpoint["agent_config"]).to(device)
     agent.load_state_dict(checkpoint["agent"])
     return agent.eval()
-
-
-def check_agent_fits(agent_config, spaces, env_id):
-    expected = {k: agent_config[k] for k in ("obs_dim", "action_dim", "continuous")}
-    if expected != spaces:
-        raise UsageError(f"the checkpoint's agent expects {expected}, but {env_id} has {spaces}")
-
-
-def require_module(module, flag):
-    """Optional extras are imported only when their flag asks for them."""
-    if importlib.util.find_spec(module) is None:
-        raise UsageError(f"{flag} needs the '{module}' package: pip install {module}")
-
-
-def drop_rows_after(csv_path, step):
-    """Remove the rows logged after `step`, the checkpoint a run resumes from.
-    They exist only if the run was killed (not stopped with Ctrl-C) after its
-    last checkpoint; the resumed run logs those steps anew, so keeping them
-    would count them twice."""
-    if not csv_path.exists():
-        return
-    with open(csv_path, newline="") as f:
-        header, *rows = list(csv.reader(f))
-    keep = [row for row in rows if int(row[header.index("global_step")]) <= step]
-    if len(keep) < len(rows):
-        print(f"[{ALGORITHM}] {csv_path.name}: dropped {len(rows) - len(keep)} rows logged after the "
-              f"checkpoint at step {step:,}", flush=True)
-        text = io.StringIO()
-        csv.writer(text).writerows([header, *keep])
-        atomic_write(csv_path, lambda f: f.write(text.getvalue().encode()))
-
-
-class RunLogger:
-    """progress.csv (one row per update), episodes.csv (one row per finished
-    episode, raw returns), optional TensorBoard, and one console line per update.
-    Files are opened for appending, so a resumed run continues them."""
-
-    def __init__(self, run_dir, total_timesteps, tensorboard=False, resume_step=None):
-        self.total_timesteps = total_timesteps
-        episodes_path, self.progress_path = run_dir / "episodes.csv", run_dir / "progress.csv"
-        if resume_step is not None:
-            for path in (episodes_path, self.progress_path):
-                drop_rows_after(path, resume_step)
-        self.recent = deque(maxlen=RECENT_EPISODES)
-        self.episode_count = 0
-        if episodes_path.exists():  # resuming: carry the recent returns and the count on
-            with open(episodes_path, newline="") as f:
-                for row in csv.DictReader(f):
-                    self.recent.append((float(row["return"]), int(row["length"])))
-                    self.episode_count += 1
-        new_file = not episodes_path.exists()
-        self.episodes_file = open(episodes_path, "a", newline="")
-        self.episodes_writer = csv.writer(self.episodes_file)
-        if new_file:
-            self.episodes_writer.writerow(["global_step", "return", "length"])
-        self.progress_file, self.progress_writer = None, None
-        self.tb = None
-        if tensorboard:
-            from torch.utils.tensorboard import SummaryWriter  # optional: only with --tensorboard
-            self.tb = SummaryWriter(str(run_dir))
-
-    def episodes(self, finished):
-        for global_step, ret, length in finished:
-            self.episodes_writer.writerow([global_step, ret, length])
-            self.recent.append((ret, length))
-            if self.tb is not None:
-                self.tb.add_scalar("episode/return", ret, global_step)
-        self.episode_count += len(finished)
-        self.episodes_file.flush()
-
-    def progress(self, global_step, elapsed, sps, stats):
-        returns = [r for r, _ in self.recent]
-        row = {"global_step": global_step, "time": round(elapsed, 3), "sps": round(sps, 1),
-               "episodes": self.episode_count,
-               "return_mean": np.mean(returns) if returns else float("nan"),
-               "length_mean": np.mean([n for _, n in self.recent]) if returns else float("nan"), **stats}
-        if self.progress_writer is None:
-            new_file = not self.progress_path.exists()
-            self.progress_file = open(self.progress_path, "a", newline="")
-            self.progress_writer = csv.DictWriter(self.progress_file, fieldnames=list(row))
-            if new_file:
-                self.progress_writer.writeheader()
-        self.progress_writer.writerow(row)
-        self.progress_file.flush()
-        if self.tb is not None:
-            for key, value in row.items():
-                if key != "global_step":
-                    self.tb.add_scalar(f"progress/{key}", value, global_step)
-        eta = (self.total_timesteps - global_step) / max(sps, 1e-9)
-        print(f"[{ALGORITHM}] step {global_step:,}/{self.total_timesteps:,} | return {row['return_mean']:.1f}"
-              f" | length {row['length_mean']:.0f} | {sps:,.0f} SPS | ETA {time.strftime('%H:%M:%S', time.gmtime(eta))}",
-              flush=True)
-        return row
-
-    def close(self):
-        for f in (self.episodes_file, self.progress_file):
-            if f is not None:
-                f.close()
-        if self.tb is not None:
-            self.tb.close()
 # === end shared ===
 
 
 # === shared: evaluation ===
 @torch.no_grad()
 def evaluate(agent, env_id, episodes, seed, device="cpu", deterministic=True, video_dir=None):
-    """Run `episodes` whole episodes and return their raw returns.
-
-    Deterministic by default (mean action / most likely action): evaluation
-    measures what the policy has learned, not its exploration noise. Episode i
-    is reset with seed + i, so the same call gives the same returns.
-    """
-    env = make_env(env_id, 0, video_dir)()
-    returns = []
+    """Play `episodes` whole episodes; return their raw returns. Deterministic by default
+    (the mean, or the most likely action): evaluation measures what the policy has
+    learned, not its exploration noise. Episode i is reset with seed + i."""
+    env, returns = make_env(env_id, video_dir)(), []
     try:
         for i in range(episodes):
-            obs, _ = env.reset(seed=seed + i)
-            total, done = 0.0, False
+            (obs, _), total, done = env.reset(seed=seed + i), 0.0, False
             while not done:
-                obs_t = torch.as_tensor(obs, dtype=torch.float32, device=device).unsqueeze(0)  # (1, obs_dim)
-                action = agent.act(obs_t, deterministic)[0].cpu().numpy()
-                if isinstance(env.action_space, gym.spaces.Box):
+                obs_t = torch.as_tensor(obs, dtype=torch.float32, device=device)
+                dist = agent.distribution(obs_t[None])  # a batch of one
+                action = dist.sample() if not deterministic else (
+                    dist.mean if agent.continuous else dist.probs.argmax(-1))
+                action = action[0].cpu().numpy()
+                if agent.continuous:
                     action = np.clip(action, env.action_space.low, env.action_space.high)
                 obs, reward, terminated, truncated, _ = env.step(action)
-                total += float(reward)
-                done = terminated or truncated
+                total, done = total + float(reward), terminated or truncated
             returns.append(total)
     finally:
         env.close()
@@ -1216,185 +1083,25 @@ def evaluate(agent, env_id, episodes, seed, device="cpu", deterministic=True, vi
 
 
 def run_evaluation(args):
-    device = resolve_device(args.device)
+    device = start_distributed(args.device)
     checkpoint = load_checkpoint(args.eval, device)
     env_id = args.env or checkpoint["settings"]["env"]
-    spaces = describe_spaces(*check_env(env_id))
-    agent = load_agent(args.eval, device)
-    check_agent_fits(agent.config, spaces, env_id)
+    spaces = check_env(env_id, render=args.capture_video)
+    expected = {k: checkpoint["agent_config"][k] for k in spaces}
+    if expected != spaces:
+        raise UsageError(f"the checkpoint's agent expects {expected}, but {env_id} has {spaces}")
     video_dir = None
     if args.capture_video:
-        check_rendering(env_id)
         video_dir = Path(args.eval).parent / f"eval-videos-{time.strftime('%Y%m%d-%H%M%S')}"
-    returns = evaluate(agent, env_id, args.eval_episodes, args.seed, device,
-                       deterministic=not args.stochastic_eval, video_dir=video_dir)
-    print(f"{env_id}: {len(returns)} episodes, return {np.mean(returns):.2f} +- {np.std(returns):.2f}"
-          + (f" (videos in {video_dir})" if video_dir else ""))
+    returns = evaluate(load_agent(args.eval, device), env_id, args.eval_episodes, args.seed,
+                       device, deterministic=not args.stochastic_eval, video_dir=video_dir)
+    print(f"{env_id}: {len(returns)} episodes, return {np.mean(returns):.2f} "
+          f"+- {np.std(returns):.2f}" + (f" (videos in {video_dir})" if video_dir else ""))
     return returns
 # === end shared ===
 
 
-# === shared: training loop and main ===
-class TrainingDiverged(Exception):
-    """A loss or statistic became NaN or infinite."""
-
-
-class StopOnSigint:
-    """The first Ctrl-C asks the loop to stop after the current update, so the
-    checkpoint it writes is consistent; a second one stops at once."""
-
-    def __init__(self):
-        self.requested = False
-
-    def __enter__(self):
-        try:
-            self.previous = signal.signal(signal.SIGINT, self.handle)
-        except ValueError:  # not the main thread: leave Ctrl-C alone
-            self.previous = None
-        return self
-
-    def handle(self, signum, frame):
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
-        print(f"[{ALGORITHM}] Ctrl-C: saving a checkpoint after this update (again to quit now)",
-              flush=True)
-
-    def __exit__(self, *exc):
-        if self.previous is not None:
-            signal.signal(signal.SIGINT, self.previous)
-
-
-def open_run(args, device, rank=0):
-    """Check everything a run needs before touching the disk; then create (or,
-    with --resume, reopen) the run directory, on rank 0 only: the other ranks of
-    a distributed run write nothing. Returns (run_dir, checkpoint or None)."""
-    if args.capture_video and rank == 0:
-        check_rendering(args.env)
-    if args.tensorboard:
-        require_module("tensorboard", "--tensorboard")
-    if args.resume is None:
-        run_dir = Path(args.run_dir) if args.run_dir else default_run_dir(args)
-        if rank == 0:
-            create_run_dir(run_dir)
-        checkpoint = None
-    else:
-        run_dir = Path(args.resume)
-        checkpoint = load_checkpoint(run_dir / "model.pt", device)
-        if checkpoint["global_step"] + args.num_envs * args.num_steps > args.total_timesteps:
-            raise UsageError(f"{run_dir} is already at step {checkpoint['global_step']:,}; "
-                             f"pass a larger --total-timesteps to continue it")
-    if rank == 0:
-        write_config(run_dir, args)
-    return run_dir, checkpoint
-
-
-def restore(checkpoint, agent, optimizers, algorithm_state, reward_scaler):
-    agent.load_state_dict(checkpoint["agent"])
-    for name, optimizer in optimizers.items():
-        optimizer.load_state_dict(checkpoint["optimizers"][name])
-    algorithm_state.update(checkpoint["algorithm_state"])
-    if reward_scaler is not None:
-        reward_scaler.load_state_dict(checkpoint["reward_scaler"])
-    set_rng_state(checkpoint["rng"])
-
-
-def train(args):
-    """Train as `args` says; returns a summary dict. Raises UsageError on bad input."""
-    spaces = describe_spaces(*check_env(args.env))
-    device = start_distributed(resolve_device(args.device))
-    rank, world_size = world()
-    run_dir, checkpoint = open_run(args, device, rank)
-    torch.set_num_threads(args.torch_threads)  # process-wide; chosen on purpose, see --torch-threads
-    global_step, updates, elapsed_before = ((checkpoint["global_step"], checkpoint["updates"], checkpoint["elapsed"])
-                                            if checkpoint else (0, 0, 0.0))
-    envs = make_vector_env(args.env, args.num_envs, args.vector,
-                           run_dir / "videos" if args.capture_video and rank == 0 else None)
-    logger = None
-    try:
-        # Seed before the networks are built: their initial weights are random too.
-        # A resumed run starts new episodes, seeded by its step so they differ from
-        # the ones already played. Each rank's environments get their own seeds.
-        seed = args.seed + global_step + rank * args.num_envs
-        obs = seed_everything(seed, envs)
-        agent = Agent(spaces["obs_dim"], spaces["action_dim"], spaces["continuous"], args.hidden_sizes,
-                      args.norm_obs, args.obs_clip).to(device)
-        optimizers = make_optimizers(agent, args)
-        algorithm_state = initial_algorithm_state(args)
-        reward_scaler = RewardScaler(args.num_envs, args.gamma, args.reward_clip) if args.norm_reward else None
-        if checkpoint is not None:
-            check_agent_fits(checkpoint["agent_config"], spaces, args.env)
-            restore(checkpoint, agent, optimizers, algorithm_state, reward_scaler)
-            if world_size > 1:
-                torch.manual_seed(seed)  # the checkpoint holds rank 0's generator: give each rank its own
-        broadcast_state(agent)  # every rank starts from rank 0's weights
-        if rank == 0:
-            logger = RunLogger(run_dir, args.total_timesteps, args.tensorboard,
-                               resume_step=global_step if checkpoint else None)
-        batch_size = args.num_envs * args.num_steps * world_size  # all ranks together
-        buf = Rollout.empty(args.num_steps, args.num_envs, spaces, device)
-        tracker = EpisodeTracker(args.num_envs)
-        checkpoint_path = run_dir / "model.pt"
-        start, start_step = time.time(), global_step
-
-        def save():
-            if rank == 0:
-                save_checkpoint(checkpoint_path, agent, optimizers, algorithm_state, reward_scaler, args,
-                                global_step, updates, elapsed_before + time.time() - start)
-
-        stopped = False
-        with StopOnSigint() as stop:
-            while global_step + batch_size <= args.total_timesteps:
-                # Ranks stop together: a Ctrl-C seen by any of them stops all after this update.
-                stopped = any_rank(stop.requested)
-                if stopped:
-                    break
-                progress = global_step / args.total_timesteps
-                obs, finished = collect_rollout(envs, agent, buf, obs, tracker, global_step, args.gamma)
-                global_step += batch_size
-                finished = gather_to_rank0(finished)
-                with torch.no_grad():
-                    next_value = agent.get_value(torch.as_tensor(obs, dtype=torch.float32, device=device))
-                batch = make_batch(buf, next_value, reward_scaler, args.gamma, args.gae_lambda)
-                stats = update(agent, optimizers, algorithm_state, batch, args, progress)
-                stats["explained_variance"] = explained_variance(batch.values, batch.returns)
-                if not all(math.isfinite(v) for k, v in stats.items() if k != "explained_variance"):
-                    kept = (f"the last good checkpoint is {checkpoint_path}" if checkpoint_path.exists()
-                            else "no checkpoint had been written yet")
-                    raise TrainingDiverged(f"non-finite loss at step {global_step:,} ({stats}); {kept}")
-                if args.norm_obs:
-                    # Only now, after the update: the policy that acted and the one the
-                    # update started from saw observations normalized the same way.
-                    # Every rank merges every rank's observations, so all normalize alike.
-                    agent.obs_rms.update(all_gather_rows(batch.obs))
-                updates += 1
-                if logger is not None:
-                    logger.episodes(finished)
-                    now = time.time()
-                    logger.progress(global_step, elapsed_before + now - start,
-                                    (global_step - start_step) / (now - start), stats)
-                if updates % args.checkpoint_every == 0:
-                    save()
-        if check_replicas(agent) > 1 and rank == 0:
-            print(f"[{ALGORITHM}] parameters identical on all {world_size} ranks", flush=True)
-        save()
-        if stopped and rank == 0:
-            print(f"[{ALGORITHM}] stopped at step {global_step:,}; continue with: "
-                  f"python {Path(sys.argv[0]).name} --resume {run_dir}", flush=True)
-    finally:
-        envs.close()
-        if logger is not None:
-            logger.close()
-        if world_size > 1:
-            dist.barrier()  # leave together: a rank tearing down while another still talks can abort
-            dist.destroy_process_group()
-    returns = [r for r, _ in logger.recent] if logger is not None else []
-    return {"run_dir": str(run_dir), "global_step": global_step, "updates": updates,
-            "episodes": logger.episode_count if logger is not None else 0,
-            "interrupted": stopped,
-            "recent_return_mean": float(np.mean(returns)) if returns else float("nan")}
-
-
+# === shared: main ===
 def main(argv=None):
     prog = Path(sys.argv[0]).name
     try:
@@ -1402,7 +1109,7 @@ def main(argv=None):
         if args.eval is not None:
             run_evaluation(args)
             return 0
-        summary = train(args)
+        return 130 if train(args)["interrupted"] else 0
     except UsageError as error:
         print(f"{prog}: error: {error}", file=sys.stderr)
         return 2
@@ -1412,16 +1119,14 @@ def main(argv=None):
     except KeyboardInterrupt:
         print(f"{prog}: interrupted; the last periodic checkpoint is kept", file=sys.stderr)
         return 130
-    return 130 if summary["interrupted"] else 0
 
 
 if __name__ == "__main__":
     status = main()
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        # A torchrun worker leaves without Python's shutdown: gloo's threads, torn
-        # down in an arbitrary order at interpreter exit, abort the process now and
-        # then ("terminate called without an active exception"), failing a run that
-        # finished. Everything is saved and flushed by now.
+        # A torchrun worker leaves without Python's shutdown: gloo's threads, torn down in
+        # an arbitrary order at exit, abort the process now and then ("terminate called
+        # without an active exception"), failing a run that finished. All is saved by now.
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(status)

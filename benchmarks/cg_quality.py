@@ -92,7 +92,7 @@ def main(argv=None):
     advantages = trpo.normalize_advantages(advantages[:, 0])  # (B,)
 
     # g and F v exactly as trpo.update builds them.
-    params = agent.policy_parameters()
+    params = trpo.policy_parameters(agent)
     with torch.no_grad():
         old_dist = agent.distribution(obs)
         old_logprob = old_dist.log_prob(actions)

@@ -58,7 +58,7 @@ def test_reward_scaler_uses_std_of_discounted_return(module):
     rewards = torch.tensor([[1.0, 2.0], [3.0, -1.0], [0.5, 0.0], [2.0, 1.0]])  # (T, N)
     dones = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 0.0], [0.0, 1.0]])
     scaler = module.RewardScaler(num_envs=2, gamma=gamma, clip=100.0)
-    scaler.update(rewards, dones)
+    scaler.observe(rewards, dones)
     discounted = []  # by hand: per env, G <- gamma * G + r, reset after an episode ends
     for n in range(2):
         g = 0.0

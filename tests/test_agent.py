@@ -1,6 +1,5 @@
 """The actor-critic network and the observation normalizer inside it."""
 
-import gymnasium as gym
 import numpy as np
 import pytest
 import torch
@@ -36,13 +35,15 @@ def test_agent_shapes(module, continuous):
     batch, obs_dim, action_dim = 5, 4, 3
     agent = module.Agent(obs_dim, action_dim, continuous)
     obs = torch.randn(batch, obs_dim)
-    action, logprob, entropy, value = agent.get_action_and_value(obs)
+    dist = agent.distribution(obs)
+    action = dist.sample()
     assert action.shape == ((batch, action_dim) if continuous else (batch,))
-    assert logprob.shape == entropy.shape == value.shape == agent.get_value(obs).shape == (batch,)
-    # Given an action, the log-prob is of that action.
-    _, logprob_again, _, _ = agent.get_action_and_value(obs, action)
-    assert torch.allclose(logprob, logprob_again)
-    assert agent.act(obs).shape == action.shape
+    assert dist.log_prob(action).shape == dist.entropy().shape == agent.get_value(obs).shape == (batch,)
+    assert agent.sample_action(obs).shape == action.shape
+    # The *_from_normalized methods are the same networks after the normalizer.
+    x = agent.normalize(obs)
+    assert torch.equal(agent.value_from_normalized(x), agent.get_value(obs))
+    assert torch.equal(agent.policy_from_normalized(x).log_prob(action), dist.log_prob(action))
 
 
 def test_initialization_follows_the_implementation_details(module):
@@ -55,15 +56,12 @@ def test_initialization_follows_the_implementation_details(module):
     assert torch.allclose(hidden.T @ hidden, 2 * torch.eye(8), atol=1e-5)
     assert all(torch.all(layer.bias == 0) for layer in agent.actor if isinstance(layer, torch.nn.Linear))
     assert torch.all(agent.actor_logstd == 0)
-    policy = {id(p) for p in agent.policy_parameters()}
-    assert policy.isdisjoint(id(p) for p in agent.value_parameters())
-    assert len(policy) + len(agent.value_parameters()) == len(list(agent.parameters()))
+    assert [type(layer) for layer in agent.actor] == [torch.nn.Linear, torch.nn.Tanh] * 2 + [torch.nn.Linear]
 
 
 @pytest.mark.parametrize("env_id", ["CartPole-v1", "Pendulum-v1"])
 def test_spaces_are_described_from_the_env(module, env_id):
-    env = gym.make(env_id)
-    spaces = module.describe_spaces(env.observation_space, env.action_space)
+    spaces = module.check_env(env_id)
     assert spaces == {"CartPole-v1": {"obs_dim": 4, "continuous": False, "action_dim": 2},
                       "Pendulum-v1": {"obs_dim": 3, "continuous": True, "action_dim": 1}}[env_id]
 

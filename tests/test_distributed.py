@@ -29,10 +29,16 @@ def torchrun(script, *args, cwd, ranks=2, timeout=600):
 
 
 def test_two_ranks_train_in_lockstep_and_resume_with_one(script, tmp_path):
-    result = torchrun(script, *tiny(script), "--total-timesteps", "256", "--run-dir", "run", cwd=tmp_path)
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+               str(REPO / "tests" / "replicas.py"), script, str(tmp_path), *tiny(script),
+               "--total-timesteps", "256", "--run-dir", "run"]
+    result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
-    # check_replicas compared every parameter and buffer of both ranks bit for bit at the end.
-    assert "parameters identical on all 2 ranks" in result.stdout
+    # Every parameter and buffer of both ranks, after each update, bit for bit.
+    ranks = [torch.load(tmp_path / f"rank{rank}.pt", weights_only=True) for rank in (0, 1)]
+    assert len(ranks[0]) == len(ranks[1]) == 2
+    for state0, state1 in zip(*ranks):
+        assert all(torch.equal(state0[name], state1[name]) for name in state0)
     run_dir = tmp_path / "run"
     assert [int(r["global_step"]) for r in rows(run_dir / "progress.csv")] == [128, 256]  # 2 ranks x 64 per update
     # Rank 0 alone stepped 128 times: finished episodes totalling more than that include rank 1's.

@@ -1,16 +1,18 @@
-"""The README stays true: every flag documented, CI runs the README's test command."""
+"""The README stays short and true: --help is the reference for flags, CI runs the README's test command."""
 
 import re
 
 from tests.conftest import REPO
 
 README = (REPO / "README.md").read_text()
+MAX_README_LINES = 300
 
 
-def test_readme_documents_every_flag(script, module):
-    for action in module.build_parser()._actions:
-        if action.dest != "help":
-            assert f"`{action.option_strings[0]}" in README, f"{script}: {action.option_strings[0]} not in README"
+def test_readme_is_short_and_points_to_help():
+    # Flags are documented once, by --help (tests/test_cli.py checks it covers every flag
+    # with its default); the README says so instead of repeating them.
+    assert len(README.splitlines()) <= MAX_README_LINES
+    assert "--help" in README
 
 
 def test_ci_runs_the_readme_test_command():

@@ -46,7 +46,7 @@ def test_update_reports_its_diagnostics_and_honours_target_kl():
     agent = ppo_clip.Agent(3, 2, continuous=False)
     obs, actions = torch.randn(64, 3), torch.randint(0, 2, (64,))
     with torch.no_grad():
-        _, logprobs, _, values = agent.get_action_and_value(obs, actions)
+        logprobs, values = agent.distribution(obs).log_prob(actions), agent.get_value(obs)
     batch = ppo_clip.Batch(obs, actions, logprobs, values, advantages=torch.randn(64), returns=torch.randn(64))
     args = ppo_clip.parse_args(["--num-steps", "64", "--num-minibatches", "4", "--total-timesteps", "64",
                                 "--target-kl", "1e-9", "--learning-rate", "0.01"])

@@ -85,7 +85,9 @@ def test_kl_hinge_is_zero_up_to_twice_the_target_then_quadratic():
 def make_batch(agent, size, obs_dim, generator):
     obs = torch.randn(size, obs_dim, generator=generator)  # (B, obs_dim)
     with torch.no_grad():
-        actions, logprobs, _, values = agent.get_action_and_value(obs)
+        dist = agent.distribution(obs)
+        actions = dist.sample()
+        logprobs, values = dist.log_prob(actions), agent.get_value(obs)
     advantages = torch.randn(size, generator=generator)
     return ppo_penalty.Batch(obs=obs, actions=actions, logprobs=logprobs, values=values,
                              advantages=advantages, returns=advantages + values)

@@ -26,16 +26,17 @@ def test_time_limit_bootstraps_and_termination_does_not(module, vector):
         try:
             obs = module.seed_everything(0, envs)
             buf = module.Rollout.empty(12, 2, spaces, "cpu")
-            tracker = module.EpisodeTracker(2)
-            obs, finished = module.collect_rollout(envs, constant_value_agent(module), buf, obs, tracker,
-                                                   global_step=100, gamma=GAMMA)
+            tracker = module.EpisodeTracker(2, global_step=100, steps_per_call=2)
+            obs = module.collect_rollout(envs, constant_value_agent(module), buf, obs, GAMMA, tracker)
+            finished = tracker.finished
         finally:
             envs.close()
         # Episodes of 5 steps end at steps 4 and 9 in both envs; each returned 5.0 raw.
         assert buf.dones[:, 0].nonzero().flatten().tolist() == [4, 9]
         assert finished == [(110, 5.0, 5), (110, 5.0, 5), (120, 5.0, 5), (120, 5.0, 5)]
         assert obs.tolist() == [[2.0, 1.0], [2.0, 1.0]]  # two steps into the third episode
-        batch = module.make_batch(buf, torch.full((2,), VALUE), None, GAMMA, gae_lambda=1.0)
+        assert buf.next_value.tolist() == [VALUE, VALUE]  # V of the observation after the last step
+        batch = module.make_batch(buf, None, GAMMA, gae_lambda=1.0)
         targets[env_id] = batch.returns.reshape(12, 2)[:, 0]
         bootstrap = buf.bootstrap[:, 0]
         expected = GAMMA * VALUE if env_id == "CorridorTimeLimit-v0" else 0.0
@@ -57,10 +58,10 @@ def test_box_actions_are_clipped_for_the_env_only(module):
         with torch.no_grad():
             agent.actor_logstd.fill_(2.0)  # std 7.4 on a [-2, 2] action range: most samples are out of bounds
         buf = module.Rollout.empty(64, 1, {"obs_dim": 3, "action_dim": 1, "continuous": True}, "cpu")
-        module.collect_rollout(envs, agent, buf, obs, module.EpisodeTracker(1), 0, 0.99)
+        module.collect_rollout(envs, agent, buf, obs, 0.99, module.EpisodeTracker(1, 0, 1))
     finally:
         envs.close()
     assert buf.actions.abs().max() > 2.0
     with torch.no_grad():
-        _, logprob, _, _ = agent.get_action_and_value(buf.obs[:, 0], buf.actions[:, 0])
+        logprob = agent.distribution(buf.obs[:, 0]).log_prob(buf.actions[:, 0])
     assert torch.allclose(logprob, buf.logprobs[:, 0])

@@ -1,39 +1,71 @@
-"""The scripts share their skeleton byte for byte, so a diff shows only the algorithm."""
+"""The scripts share their skeleton byte for byte, so a diff shows only the algorithm,
+and each reads as a reference: the algorithm first, the machinery after one banner."""
 
 import ast
+import re
+import sys
 
 import pytest
 
 from tests.conftest import REPO, SCRIPTS
 from tools.shared_sections import sections
 
-# The order of the algorithm (STYLE.md principle 1); the update sits between
-# "advantages" and "logging and checkpoints" and is each file's own.
-EXPECTED = ["configuration", "seeding and device", "distributed", "environments", "agent", "rollout", "advantages",
-            "logging and checkpoints", "evaluation", "training loop and main"]
+# Part 1, the algorithm (the algorithm's own settings come first, its update between
+# "advantages" and "training loop"), then Part 2, the machinery (STYLE.md principle 1).
+PART_1 = ["agent", "environments", "rollout", "advantages", "training loop"]
+PART_2 = ["command line", "distributed", "checkpoints and logs", "evaluation", "main"]
+PART_2_BANNER = "# ############################### PART 2: MACHINERY"
+OWN = {"settings": r"# --- \S+ own settings", "update": r"# --- The update: "}
+MAX_LINE = 100
 
 
 def read(script):
     return (REPO / f"{script}.py").read_text()
 
 
-@pytest.mark.parametrize("script", SCRIPTS)
-def test_sections_present_in_algorithm_order(script):
-    assert list(sections(read(script))) == EXPECTED
+def between_sections(text):
+    """The text outside the shared sections: before the first, between each two, after the last."""
+    return re.split(r"# === shared: [a-z ]+ ===\n.*?# === end shared ===\n", text, flags=re.S)
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
-def test_update_lies_between_advantages_and_logging(script):
+def test_algorithm_first_then_one_banner_then_the_machinery(script):
     text = read(script)
-    update = text.index("\ndef update(")
-    assert text.index("# === shared: advantages ===") < update < text.index("# === shared: logging and checkpoints ===")
+    assert list(sections(text)) == PART_1 + PART_2
+    banner = text.index(PART_2_BANNER)
+    assert text.count(PART_2_BANNER) == 1
+    assert text.index("# === shared: training loop ===") < banner < text.index("# === shared: command line ===")
+    settings, update = (re.search(OWN[name], text).start() for name in ("settings", "update"))
+    assert settings < text.index("# === shared: agent ===")
+    assert text.index("# === shared: advantages ===") < update < text.index("# === shared: training loop ===")
+    assert update < text.index("\ndef update(") < banner
 
 
 @pytest.mark.parametrize("script", SCRIPTS[1:])
 def test_shared_sections_identical_to_ppo_clip(script):
     reference, theirs = sections(read(SCRIPTS[0])), sections(read(script))
-    for name in EXPECTED:
+    for name in PART_1 + PART_2:
         assert theirs[name] == reference[name], f"{script}.py: shared section '{name}' differs from ppo_clip.py"
+
+
+@pytest.mark.parametrize("script", SCRIPTS[1:])
+def test_a_diff_shows_only_the_docstring_the_settings_and_the_update(script):
+    ours, theirs = between_sections(read(SCRIPTS[0])), between_sections(read(script))
+    assert len(ours) == len(theirs)
+    # Before the first shared section: the docstring, which differs, the imports, which do
+    # not, and the algorithm's own settings.
+    imports = [re.split(OWN["settings"], chunk.split('"""\n', 1)[1])[0] for chunk in (ours[0], theirs[0])]
+    assert imports[0] == imports[1]
+    for a, b in zip(ours[1:], theirs[1:]):
+        if a != b:
+            kind = next((k for k, pattern in OWN.items() if re.match(r"\s*" + pattern, a)), None)
+            assert kind and re.match(r"\s*" + OWN[kind], b), f"{script}.py differs outside its own parts:\n{b[:300]}"
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_lines_fit_in_100_columns(script):
+    long_lines = [i + 1 for i, line in enumerate(read(script).splitlines()) if len(line) > MAX_LINE]
+    assert not long_lines, f"{script}.py: lines longer than {MAX_LINE} characters: {long_lines}"
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
@@ -43,7 +75,6 @@ def test_only_allowed_imports(script):
     top_level = {alias.name.split(".")[0] for node in tree.body if isinstance(node, ast.Import)
                  for alias in node.names}
     top_level |= {node.module.split(".")[0] for node in tree.body if isinstance(node, ast.ImportFrom)}
-    import sys
     third_party = {name for name in top_level if name not in sys.stdlib_module_names}
     assert third_party <= {"numpy", "torch", "gymnasium"}
 

@@ -114,7 +114,7 @@ def kl_of_flat_parameters(agent, obs, old_dist):
 def test_fisher_vector_product_matches_the_explicit_kl_hessian(continuous, damping):
     agent = tiny_agent(continuous)
     obs = torch.randn(16, 3, generator=torch.Generator().manual_seed(5))  # (B, obs_dim)
-    params = agent.policy_parameters()
+    params = trpo.policy_parameters(agent)
     theta = trpo.flat_params(params)  # (P,)
 
     # Reference: the full (P, P) Hessian of the KL, in float64, by torch's own routine.
@@ -165,7 +165,7 @@ def test_line_search_rejects_a_step_that_lowers_the_surrogate():
 def test_line_search_rejects_a_kl_breaking_step_and_restores_parameters_bit_for_bit():
     agent = tiny_agent(continuous=True)
     obs = torch.randn(32, 3, generator=torch.Generator().manual_seed(6))
-    params = agent.policy_parameters()
+    params = trpo.policy_parameters(agent)
     before = [p.detach().clone() for p in params]
     with torch.no_grad():
         old = agent.distribution(obs)
@@ -184,7 +184,7 @@ def test_line_search_rejects_a_kl_breaking_step_and_restores_parameters_bit_for_
 
 def test_flat_parameter_helpers_round_trip():
     agent = tiny_agent(continuous=True)
-    params = agent.policy_parameters()
+    params = trpo.policy_parameters(agent)
     flat = trpo.flat_params(params)
     assert flat.shape == (sum(p.numel() for p in params),)
     trpo.set_flat_params(params, torch.arange(flat.numel(), dtype=torch.float32))
@@ -202,16 +202,16 @@ def test_value_fit_moves_only_the_critic_and_lowers_its_loss():
     returns = obs @ torch.tensor([1.0, -2.0, 0.5])  # a target the critic can learn
     batch = trpo.Batch(obs=obs, actions=torch.zeros(64, dtype=torch.long), logprobs=torch.zeros(64),
                        values=torch.zeros(64), advantages=torch.zeros(64), returns=returns)
-    policy_before = trpo.flat_params(agent.policy_parameters())
-    critic_before = trpo.flat_params(agent.value_parameters())
+    policy_before = trpo.flat_params(trpo.policy_parameters(agent))
+    critic_before = trpo.flat_params(list(agent.critic.parameters()))
     with torch.no_grad():
         loss_before = trpo.value_loss(agent.get_value(obs), returns).item()
     optimizer = trpo.make_optimizers(agent, trpo.parse_args(["--vf-learning-rate", "0.01"]))["value_adam"]
     trpo.fit_value_function(agent, optimizer, batch, epochs=50, num_minibatches=4)
     with torch.no_grad():
         loss_after = trpo.value_loss(agent.get_value(obs), returns).item()
-    assert torch.equal(trpo.flat_params(agent.policy_parameters()), policy_before)
-    assert not torch.equal(trpo.flat_params(agent.value_parameters()), critic_before)
+    assert torch.equal(trpo.flat_params(trpo.policy_parameters(agent)), policy_before)
+    assert not torch.equal(trpo.flat_params(list(agent.critic.parameters())), critic_before)
     assert loss_after < 0.5 * loss_before
 
 
@@ -223,7 +223,7 @@ STATS = {"kl", "surrogate_improvement", "expected_improvement", "backtracks", "s
 def random_batch(agent, advantages):
     obs, actions = torch.randn(64, 3), torch.randint(0, 2, (64,))
     with torch.no_grad():
-        _, logprobs, _, values = agent.get_action_and_value(obs, actions)
+        logprobs, values = agent.distribution(obs).log_prob(actions), agent.get_value(obs)
     return trpo.Batch(obs, actions, logprobs, values, advantages=advantages, returns=torch.randn(64))
 
 
@@ -236,11 +236,11 @@ def test_update_takes_a_step_within_the_bound_and_reports_it():
     agent = trpo.Agent(3, 2, continuous=False)
     batch = random_batch(agent, torch.randn(64))
     args = tiny_update_args("--max-kl", "0.005")
-    before = trpo.flat_params(agent.policy_parameters())
+    before = trpo.flat_params(trpo.policy_parameters(agent))
     stats = trpo.update(agent, trpo.make_optimizers(agent, args), {}, batch, args, progress=0.0)
     assert set(stats) == STATS
     assert stats["step_accepted"] == 1 and 0.0 < stats["kl"] <= 0.005 and stats["surrogate_improvement"] > 0
-    step = trpo.flat_params(agent.policy_parameters()) - before
+    step = trpo.flat_params(trpo.policy_parameters(agent)) - before
     assert stats["step_norm"] == pytest.approx(step.norm().item())
 
 
@@ -250,11 +250,11 @@ def test_update_with_a_zero_gradient_rejects_the_step_and_stays_finite():
     agent = trpo.Agent(3, 2, continuous=False)
     batch = random_batch(agent, torch.ones(64))
     args = tiny_update_args()
-    before = trpo.flat_params(agent.policy_parameters())
+    before = trpo.flat_params(trpo.policy_parameters(agent))
     stats = trpo.update(agent, trpo.make_optimizers(agent, args), {}, batch, args, progress=0.0)
     assert set(stats) == STATS and all(np.isfinite(v) for v in stats.values())
     assert stats["step_accepted"] == 0 and stats["step_norm"] == 0.0
-    assert torch.equal(trpo.flat_params(agent.policy_parameters()), before)
+    assert torch.equal(trpo.flat_params(trpo.policy_parameters(agent)), before)
 
 
 # ---------------------------------------------------------------- the script
@@ -293,3 +293,12 @@ def test_bad_trpo_settings_are_one_line_errors(tmp_path, flags):
     assert result.returncode == 2
     assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("continuous", [False, True])
+def test_policy_parameters_are_all_but_the_critic(continuous):
+    agent = trpo.Agent(obs_dim=3, action_dim=2, continuous=continuous)
+    policy = {id(p) for p in trpo.policy_parameters(agent)}
+    critic = {id(p) for p in agent.critic.parameters()}
+    assert policy.isdisjoint(critic) and len(policy) + len(critic) == len(list(agent.parameters()))
+    assert (id(agent.actor_logstd) in policy) if continuous else not hasattr(agent, "actor_logstd")
