@@ -39,12 +39,10 @@ Usage:
 import argparse
 import csv
 import dataclasses
-import importlib.metadata
-import io
+import importlib.util
 import json
 import math
 import os
-import platform
 import random
 import re
 import signal
@@ -131,9 +129,8 @@ class RunningMeanStd(nn.Module):
 
 
 def mlp(in_dim, hidden_sizes, out_dim, out_gain):
-    """Tanh MLP with orthogonal weights (Saxe et al. 2014) scaled by a gain and zero
-    biases (Huang et al. 2022, detail 2): better-conditioned first steps than
-    PyTorch's default uniform init."""
+    """Tanh MLP, orthogonal weights (Saxe et al. 2014) scaled by a gain, zero biases (Huang
+    et al. 2022, detail 2): better-conditioned first steps than PyTorch's default init."""
     layers, sizes = [], [in_dim, *hidden_sizes, out_dim]
     for i, (width, size) in enumerate(zip(sizes[:-1], sizes[1:])):
         layer = nn.Linear(width, size)
@@ -149,9 +146,8 @@ class Agent(nn.Module):
     exactly as in training. They change only through `obs_rms.update`, which the
     training loop calls between updates. Methods take raw observations (B, obs_dim),
     but for the *_from_normalized ones. Policy: categorical over logits (Discrete), or
-    a diagonal Gaussian whose log-std is a learned vector independent of the state
-    (Box; PPO paper section 6.1, after Duan et al. 2016).
-    """
+    a diagonal Gaussian with a learned, state-independent log-std (Box; PPO paper
+    section 6.1, after Duan et al. 2016)."""
 
     def __init__(self, obs_dim, action_dim, continuous, hidden_sizes=(64, 64), norm_obs=True,
                  obs_clip=10.0):
@@ -178,8 +174,7 @@ class Agent(nn.Module):
         return self.critic(x).squeeze(-1)
 
     def policy_from_normalized(self, x):  # pi(.|s), batch shape (B,)
-        # validate_args=False skips argument checks that cost more than these
-        # tiny networks do; the inputs are ours and known to be valid.
+        # validate_args=False: the checks cost more than these networks; the inputs are ours.
         if self.continuous:
             mean = self.actor(x)  # (B, action_dim)
             std = self.actor_logstd.exp().expand_as(mean)
@@ -195,9 +190,8 @@ class Agent(nn.Module):
 
     @torch.no_grad()
     def sample_action(self, obs):
-        """a ~ pi(.|s), (B,) or (B, action_dim): the distribution of
-        distribution(obs).sample() without building a Distribution object, whose
-        bookkeeping costs more than the network at every environment step."""
+        """a ~ pi(.|s), (B,) or (B, action_dim), as distribution(obs).sample() draws it but
+        without a Distribution object, whose bookkeeping costs more than the network."""
         out = self.actor(self.normalize(obs))  # logits or means, (B, action_dim)
         if self.continuous:
             return out + self.actor_logstd.exp() * torch.randn_like(out)
@@ -231,7 +225,6 @@ def make_vector_env(env_id, num_envs, vector, video_dir=None):
 @dataclasses.dataclass
 class Rollout:
     """One batch of experience: num_steps (T) steps of num_envs (N) environments."""
-
     obs: torch.Tensor  # (T, N, obs_dim) raw observations s_t
     actions: torch.Tensor  # (T, N) for Discrete, (T, N, action_dim) for Box; unclipped samples
     logprobs: torch.Tensor  # (T, N) log pi_old(a_t | s_t)
@@ -257,10 +250,14 @@ def collect_rollout(envs, agent, buf, obs, gamma, episodes):
     and return the observations to start the next rollout from. `episodes` (Part 2)
     keeps the raw returns for the logs, whatever reward scaling the learner sees."""
     device, action_space = buf.obs.device, envs.single_action_space
+    # Per-step data is staged in NumPy and copied to the buffer once at the end:
+    # writing a NumPy row costs far less than a small torch copy, T times over.
+    obs_np = np.empty(buf.obs.shape, dtype=np.float32)  # (T, N, obs_dim)
+    rewards_np, dones_np = (np.empty(buf.rewards.shape, dtype=np.float32) for _ in range(2))
     buf.bootstrap.zero_()
     for t in range(buf.rewards.shape[0]):
-        buf.obs[t] = torch.as_tensor(obs, device=device)  # (N, obs_dim)
-        action = agent.sample_action(buf.obs[t])  # (N,) or (N, action_dim)
+        obs_np[t] = obs
+        action = agent.sample_action(torch.from_numpy(obs_np[t]).to(device))  # (N,) or (N, A)
         buf.actions[t] = action
         env_action = action.cpu().numpy()
         if isinstance(action_space, gym.spaces.Box):
@@ -269,7 +266,7 @@ def collect_rollout(envs, agent, buf, obs, gamma, episodes):
             env_action = np.clip(env_action, action_space.low, action_space.high)
         obs, reward, terminated, truncated, infos = envs.step(env_action)
         done = terminated | truncated  # (N,) bool
-        buf.rewards[t], buf.dones[t] = torch.as_tensor(reward), torch.as_tensor(done)
+        rewards_np[t], dones_np[t] = reward, done
         # A time limit stops the episode in a state that is not terminal: its value
         # V(s_final) belongs in the return (Pardo et al. 2018, "Time Limits in RL").
         cut = truncated & ~terminated
@@ -279,6 +276,8 @@ def collect_rollout(envs, agent, buf, obs, gamma, episodes):
             value = agent.get_value(final_obs)
             buf.bootstrap[t, torch.as_tensor(cut, device=device)] = gamma * value
         episodes.step(reward, done)
+    for tensor, array in ((buf.obs, obs_np), (buf.rewards, rewards_np), (buf.dones, dones_np)):
+        tensor.copy_(torch.from_numpy(array))
     # Log-probs and values of the whole rollout in one batched pass: the networks
     # did not change during it, so these are the numbers each step would have
     # computed, without paying the per-call overhead of tiny networks T times.
@@ -352,7 +351,6 @@ def compute_gae(rewards, values, dones, next_value, gamma, gae_lambda):
 @dataclasses.dataclass
 class Batch:
     """A rollout flattened over (T, N) into B = T * N samples for the update."""
-
     obs: torch.Tensor  # (B, obs_dim)
     actions: torch.Tensor  # (B,) or (B, action_dim)
     logprobs: torch.Tensor  # (B,)
@@ -973,10 +971,11 @@ class Run:
                 raise UsageError(f"run directory {self.dir} already exists; pick another "
                                  f"--run-dir or continue it with --resume {self.dir}")
             self.dir.mkdir(parents=True, exist_ok=True)
-            versions = {"python": platform.python_version(), "torch": torch.__version__,
+            versions = {"python": sys.version.split()[0], "torch": torch.__version__,
                         "gymnasium": gym.__version__, "numpy": np.__version__}
             config = {"algorithm": ALGORITHM, "settings": self.settings, "versions": versions}
-            atomic_write(self.dir / "config.json", json.dumps(config, indent=2).encode())
+            text = json.dumps(config, indent=2)
+            atomic_write(self.dir / "config.json", lambda tmp: tmp.write_text(text))
         torch.set_num_threads(args.torch_threads)  # process-wide: see --torch-threads
         resumed = self.checkpoint or {"global_step": 0, "updates": 0, "elapsed": 0.0}
         self.global_step, self.updates = resumed["global_step"], resumed["updates"]
@@ -987,7 +986,7 @@ class Run:
         self.video_dir = self.dir / "videos" if args.capture_video and self.rank == 0 else None
         self.episodes = EpisodeTracker(args.num_envs, self.global_step,
                                        args.num_envs * self.world_size)
-        self.recent, self.episode_count, self.tb = [], 0, None
+        self.recent, self.episode_count, self.tb, self.previous_handler = [], 0, None, None
         self.sigint = self.stopped = False
 
     def begin(self, agent, optimizers, algorithm_state, reward_scaler):
@@ -1084,14 +1083,12 @@ class Run:
                  "reward_scaler": reward_scaler and reward_scaler.state_dict(),
                  "global_step": self.global_step, "updates": self.updates,
                  "elapsed": self.elapsed + time.time() - self.start_time}
-        buffer = io.BytesIO()
-        torch.save(state, buffer)
-        atomic_write(self.dir / "model.pt", buffer.getvalue())
+        atomic_write(self.dir / "model.pt", lambda tmp: torch.save(state, tmp))
 
     def close(self):
         if self.tb is not None:
             self.tb.close()
-        if hasattr(self, "previous_handler"):
+        if self.previous_handler is not None:
             signal.signal(signal.SIGINT, self.previous_handler)
         if self.world_size > 1:
             dist.barrier()  # leave together: a rank tearing down while another talks can abort
@@ -1105,11 +1102,12 @@ def explained_variance(batch):
     return float("nan") if var == 0 else float(1 - (batch.returns - batch.values).var() / var)
 
 
-def atomic_write(path, data):
-    """Write a temporary file and rename it over `path`: a crash mid-write leaves the
-    old file whole, never a truncated one."""
-    path.with_name(path.name + ".tmp").write_bytes(data)
-    os.replace(path.with_name(path.name + ".tmp"), path)
+def atomic_write(path, write):
+    """write(tmp) a temporary file, then rename it over `path`: a crash mid-write leaves
+    the old file whole, never a truncated one."""
+    tmp = path.with_name(path.name + ".tmp")
+    write(tmp)
+    os.replace(tmp, path)
 
 
 def read_csv(path):
