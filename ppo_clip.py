@@ -67,8 +67,8 @@ def add_algorithm_settings(group):
     add("--ent-coef", type=nonnegative_float, default=0.0, help="entropy coefficient c2")
     add("--vf-coef", type=nonnegative_float, default=0.5, help="value loss coefficient c1 (ppo2)")
     add("--max-grad-norm", type=positive_float, default=0.5, help="clip the gradient norm (ppo2)")
-    add("--target-kl", type=positive_float, default=None,
-        help="stop the epochs once the approximate KL exceeds this (Spinning Up: 0.01-0.05)")
+    add("--target-kl", type=positive_float, default=None, help="skip the epochs left once the "
+        "batch's approximate KL(pi_old || pi) exceeds this after one (CleanRL's rule)")
     add("--norm-adv", action=on_off, default=True,
         help="normalize advantages per minibatch (baselines ppo2)")
 
@@ -402,10 +402,17 @@ def initial_algorithm_state(args):
     return {}
 
 
+@torch.no_grad()
+def approx_kl(agent, x, batch):
+    """KL(pi_old || pi) over the batch as E[(r - 1) - log r], unbiased and never negative
+    (Schulman 2020, "Approximating KL divergence"), averaged over the ranks."""
+    logratio = agent.policy_from_normalized(x).log_prob(batch.actions) - batch.logprobs  # (B,)
+    return all_reduce_mean_(((logratio.exp() - 1) - logratio).mean()).item()
+
+
 def minibatch_loss(agent, x, batch, mb, args):
-    """-(L^CLIP - c1 L^VF + c2 S), PPO paper eq. 9, on the batch rows `mb`; x (B, obs_dim)
-    holds the normalized observations. Returns the loss and its parts, detached:
-    (policy loss, value loss, entropy, approximate KL, clip fraction)."""
+    """-(L^CLIP - c1 L^VF + c2 S), PPO paper eq. 9, on rows `mb` of x (B, obs_dim), the normalized
+    observations; the loss and, detached, (policy loss, value loss, entropy, clip fraction)."""
     dist = agent.policy_from_normalized(x[mb])
     logprob, entropy = dist.log_prob(batch.actions[mb]), dist.entropy()  # (M,) each
     value = agent.value_from_normalized(x[mb])  # (M,)
@@ -418,17 +425,13 @@ def minibatch_loss(agent, x, batch, mb, args):
     entropy = entropy.mean()
     loss = pg_loss - args.ent_coef * entropy + args.vf_coef * v_loss
     with torch.no_grad():
-        # KL(old || new) estimated as E[(r - 1) - log r]: unbiased and never
-        # negative (Schulman 2020, "Approximating KL divergence").
-        approx_kl = ((ratio - 1) - logratio).mean()
         clip_fraction = ((ratio - 1).abs() > args.clip_coef).float().mean()
-        return loss, torch.stack([pg_loss, v_loss, entropy, approx_kl, clip_fraction])
+        return loss, torch.stack([pg_loss, v_loss, entropy, clip_fraction])
 
 
 def update(agent, optimizers, state, batch, args, progress):
-    """K epochs of minibatch Adam steps on minibatch_loss (PPO paper Algorithm 1).
-    `progress`, the fraction of the run done before this batch, sets the annealed
-    step size. Returns the diagnostics logged in progress.csv."""
+    """K epochs of minibatch Adam steps on minibatch_loss (PPO paper Algorithm 1); `progress`
+    sets the annealed step size. Returns the diagnostics logged in progress.csv."""
     optimizer = optimizers["adam"]
     lr = args.learning_rate * (1.0 - progress) if args.anneal_lr else args.learning_rate
     for group in optimizer.param_groups:
@@ -438,7 +441,7 @@ def update(agent, optimizers, state, batch, args, progress):
     params = list(agent.parameters())  # once: walking the module tree per step costs more
     # Normalize the whole batch once: the statistics stay frozen until the update is over.
     x = agent.normalize(batch.obs)  # (B, obs_dim)
-    sums, steps, stop = torch.zeros(5), 0, False  # sums of minibatch_loss's parts
+    sums, steps = torch.zeros(4), 0  # sums of minibatch_loss's parts
     for epoch in range(args.update_epochs):
         order = torch.randperm(batch_size, device=batch.obs.device)
         for start in range(0, batch_size, minibatch_size):
@@ -450,15 +453,12 @@ def update(agent, optimizers, state, batch, args, progress):
             nn.utils.clip_grad_norm_(params, args.max_grad_norm)
             optimizer.step()
             sums, steps = sums + parts.cpu(), steps + 1
-            stop = args.target_kl is not None and all_reduce_mean_(parts[3]).item() > args.target_kl
-            if stop:  # the policy moved far enough: more steps would overshoot
-                break
-        if stop:
-            break
+        if args.target_kl is not None and approx_kl(agent, x, batch) > args.target_kl:
+            break  # the policy moved far enough from pi_old: another epoch would overshoot
     means = all_reduce_mean_(sums / steps).tolist()
     return {"learning_rate": lr, "policy_loss": means[0], "value_loss": means[1],
-            "entropy": means[2], "approx_kl": means[3], "clip_fraction": means[4],
-            "epochs": epoch + 1}
+            "entropy": means[2], "approx_kl": approx_kl(agent, x, batch),
+            "clip_fraction": means[3], "epochs": epoch + 1}
 
 
 # === shared: training loop ===
@@ -480,7 +480,7 @@ def train(args):
         buf = Rollout.empty(args.num_steps, args.num_envs, run.spaces, run.device)
         batch_size = args.num_envs * args.num_steps * run.world_size  # all ranks together
         while run.global_step + batch_size <= args.total_timesteps and not run.stop_requested():
-            progress = run.global_step / args.total_timesteps  # fraction of the run done
+            progress = run.schedule_progress()  # fraction of the step-size schedule done
             obs = collect_rollout(envs, agent, buf, obs, args.gamma, run.episodes)
             batch = make_batch(buf, reward_scaler, args.gamma, args.gae_lambda)
             stats = update(agent, optimizers, algorithm_state, batch, args, progress)
@@ -586,6 +586,7 @@ def parse_args(argv=None):
     model's env is then used), and --resume starts from the run's saved settings."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    ranks = int(os.environ.get("WORLD_SIZE", "1"))  # an update takes a batch from each copy
     if args.eval is not None:
         if args.resume is not None:
             raise UsageError("--eval and --resume exclude each other")
@@ -600,13 +601,14 @@ def parse_args(argv=None):
             if name not in RESUMABLE and getattr(args, name) != value:
                 raise UsageError(f"--{name.replace('_', '-')} cannot change when resuming; it was "
                                  f"{value!r} (changeable: {', '.join(sorted(RESUMABLE))})")
-        if checkpoint["global_step"] + args.num_envs * args.num_steps > args.total_timesteps:
-            raise UsageError(f"{args.resume} is already at step {checkpoint['global_step']:,}; "
+        step = checkpoint["global_step"]
+        if step + ranks * args.num_envs * args.num_steps > args.total_timesteps:
+            raise UsageError(f"{args.resume} is already at step {step:,}; "
                              f"pass a larger --total-timesteps to continue it")
     batch = args.num_envs * args.num_steps
-    if args.total_timesteps < batch:
+    if args.total_timesteps < batch * ranks:
         raise UsageError(f"--total-timesteps {args.total_timesteps} is less than one batch of "
-                         f"{batch} steps (--num-envs x --num-steps)")
+                         f"{batch * ranks} steps (--num-envs x --num-steps x {ranks} ranks)")
     if batch % args.num_minibatches != 0:
         raise UsageError(f"--num-minibatches {args.num_minibatches} does not divide the batch "
                          f"of {batch} steps (--num-envs x --num-steps)")
@@ -647,14 +649,16 @@ def check_env(env_id, render=False):
             "action_dim": int(action_space.shape[0] if continuous else action_space.n)}
 
 
-def make_env(env_id, video_dir=None):
+def make_env(env_id, video_dir=None, every_episode=False):
     """A builder of one environment (vector envs want builders); with `video_dir`,
-    RecordVideo writes MP4s of its episodes there."""
+    RecordVideo writes MP4s there: of every episode, or of episodes 0, 1, 8, 27, ...,
+    1000, 2000, ... (RecordVideo's default, for training)."""
     def build():
         if video_dir is None:
             return gym.make(env_id)
         env = gym.make(env_id, render_mode="rgb_array")
-        return gym.wrappers.RecordVideo(env, str(video_dir), disable_logger=True)
+        trigger = (lambda episode: True) if every_episode else None
+        return gym.wrappers.RecordVideo(env, str(video_dir), trigger, disable_logger=True)
     return build
 
 
@@ -801,6 +805,8 @@ class Run:
             self.dir.mkdir(parents=True, exist_ok=True)
             versions = {"python": sys.version.split()[0], "torch": torch.__version__,
                         "gymnasium": gym.__version__, "numpy": np.__version__}
+            if importlib.util.find_spec("mujoco"):  # what the MuJoCo tasks ran on
+                versions["mujoco"] = importlib.import_module("mujoco").__version__
             config = {"algorithm": ALGORITHM, "settings": self.settings, "versions": versions}
             text = json.dumps(config, indent=2)
             atomic_write(self.dir / "config.json", lambda tmp: tmp.write_text(text))
@@ -808,6 +814,10 @@ class Run:
         resumed = self.checkpoint or {"global_step": 0, "updates": 0, "elapsed": 0.0}
         self.global_step, self.updates = resumed["global_step"], resumed["updates"]
         self.elapsed = resumed["elapsed"]
+        # The step-size schedule is a line from (step, progress) `anchor` to (total, 1): a
+        # resumed run draws it from its last update, so that a larger --total-timesteps
+        # stretches the rest of the decay instead of raising the step size again.
+        self.anchor = self.last = tuple(resumed.get("schedule", (0, 0.0)))
         # A resumed run plays new episodes, seeded by its step so they differ from the
         # ones already played; each rank's environments get their own seeds.
         self.seed = args.seed + self.global_step + self.rank * args.num_envs
@@ -841,6 +851,14 @@ class Run:
                 self.tb = SummaryWriter(str(self.dir))
         self.previous_handler = signal.signal(signal.SIGINT, self.on_sigint)
         self.start_time, self.start_step = time.time(), self.global_step
+
+    def schedule_progress(self):
+        """The fraction of the step-size schedule done before this update: step / total
+        in a run that never stopped."""
+        step, progress = self.anchor
+        share = (self.global_step - step) / (self.args.total_timesteps - step)
+        self.last = (self.global_step, progress + (1.0 - progress) * share)
+        return self.last[1]
 
     def on_sigint(self, signum, frame):
         """The first Ctrl-C stops after the current update, so that the checkpoint is
@@ -909,7 +927,7 @@ class Run:
                  "optimizers": {name: opt.state_dict() for name, opt in optimizers.items()},
                  "algorithm_state": dict(algorithm_state),
                  "reward_scaler": reward_scaler and reward_scaler.state_dict(),
-                 "global_step": self.global_step, "updates": self.updates,
+                 "global_step": self.global_step, "updates": self.updates, "schedule": self.last,
                  "elapsed": self.elapsed + time.time() - self.start_time}
         atomic_write(self.dir / "model.pt", lambda tmp: torch.save(state, tmp))
 
@@ -995,7 +1013,7 @@ def evaluate(agent, env_id, episodes, seed, device="cpu", deterministic=True, vi
     """Play `episodes` whole episodes; return their raw returns. Deterministic by default
     (the mean, or the most likely action): evaluation measures what the policy has
     learned, not its exploration noise. Episode i is reset with seed + i."""
-    env, returns = make_env(env_id, video_dir)(), []
+    env, returns = make_env(env_id, video_dir, every_episode=True)(), []
     try:
         for i in range(episodes):
             (obs, _), total, done = env.reset(seed=seed + i), 0.0, False

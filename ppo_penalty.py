@@ -545,7 +545,7 @@ def train(args):
         buf = Rollout.empty(args.num_steps, args.num_envs, run.spaces, run.device)
         batch_size = args.num_envs * args.num_steps * run.world_size  # all ranks together
         while run.global_step + batch_size <= args.total_timesteps and not run.stop_requested():
-            progress = run.global_step / args.total_timesteps  # fraction of the run done
+            progress = run.schedule_progress()  # fraction of the step-size schedule done
             obs = collect_rollout(envs, agent, buf, obs, args.gamma, run.episodes)
             batch = make_batch(buf, reward_scaler, args.gamma, args.gae_lambda)
             stats = update(agent, optimizers, algorithm_state, batch, args, progress)
@@ -651,6 +651,7 @@ def parse_args(argv=None):
     model's env is then used), and --resume starts from the run's saved settings."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    ranks = int(os.environ.get("WORLD_SIZE", "1"))  # an update takes a batch from each copy
     if args.eval is not None:
         if args.resume is not None:
             raise UsageError("--eval and --resume exclude each other")
@@ -665,13 +666,14 @@ def parse_args(argv=None):
             if name not in RESUMABLE and getattr(args, name) != value:
                 raise UsageError(f"--{name.replace('_', '-')} cannot change when resuming; it was "
                                  f"{value!r} (changeable: {', '.join(sorted(RESUMABLE))})")
-        if checkpoint["global_step"] + args.num_envs * args.num_steps > args.total_timesteps:
-            raise UsageError(f"{args.resume} is already at step {checkpoint['global_step']:,}; "
+        step = checkpoint["global_step"]
+        if step + ranks * args.num_envs * args.num_steps > args.total_timesteps:
+            raise UsageError(f"{args.resume} is already at step {step:,}; "
                              f"pass a larger --total-timesteps to continue it")
     batch = args.num_envs * args.num_steps
-    if args.total_timesteps < batch:
+    if args.total_timesteps < batch * ranks:
         raise UsageError(f"--total-timesteps {args.total_timesteps} is less than one batch of "
-                         f"{batch} steps (--num-envs x --num-steps)")
+                         f"{batch * ranks} steps (--num-envs x --num-steps x {ranks} ranks)")
     if batch % args.num_minibatches != 0:
         raise UsageError(f"--num-minibatches {args.num_minibatches} does not divide the batch "
                          f"of {batch} steps (--num-envs x --num-steps)")
@@ -712,14 +714,16 @@ def check_env(env_id, render=False):
             "action_dim": int(action_space.shape[0] if continuous else action_space.n)}
 
 
-def make_env(env_id, video_dir=None):
+def make_env(env_id, video_dir=None, every_episode=False):
     """A builder of one environment (vector envs want builders); with `video_dir`,
-    RecordVideo writes MP4s of its episodes there."""
+    RecordVideo writes MP4s there: of every episode, or of episodes 0, 1, 8, 27, ...,
+    1000, 2000, ... (RecordVideo's default, for training)."""
     def build():
         if video_dir is None:
             return gym.make(env_id)
         env = gym.make(env_id, render_mode="rgb_array")
-        return gym.wrappers.RecordVideo(env, str(video_dir), disable_logger=True)
+        trigger = (lambda episode: True) if every_episode else None
+        return gym.wrappers.RecordVideo(env, str(video_dir), trigger, disable_logger=True)
     return build
 
 
@@ -866,6 +870,8 @@ class Run:
             self.dir.mkdir(parents=True, exist_ok=True)
             versions = {"python": sys.version.split()[0], "torch": torch.__version__,
                         "gymnasium": gym.__version__, "numpy": np.__version__}
+            if importlib.util.find_spec("mujoco"):  # what the MuJoCo tasks ran on
+                versions["mujoco"] = importlib.import_module("mujoco").__version__
             config = {"algorithm": ALGORITHM, "settings": self.settings, "versions": versions}
             text = json.dumps(config, indent=2)
             atomic_write(self.dir / "config.json", lambda tmp: tmp.write_text(text))
@@ -873,6 +879,10 @@ class Run:
         resumed = self.checkpoint or {"global_step": 0, "updates": 0, "elapsed": 0.0}
         self.global_step, self.updates = resumed["global_step"], resumed["updates"]
         self.elapsed = resumed["elapsed"]
+        # The step-size schedule is a line from (step, progress) `anchor` to (total, 1): a
+        # resumed run draws it from its last update, so that a larger --total-timesteps
+        # stretches the rest of the decay instead of raising the step size again.
+        self.anchor = self.last = tuple(resumed.get("schedule", (0, 0.0)))
         # A resumed run plays new episodes, seeded by its step so they differ from the
         # ones already played; each rank's environments get their own seeds.
         self.seed = args.seed + self.global_step + self.rank * args.num_envs
@@ -906,6 +916,14 @@ class Run:
                 self.tb = SummaryWriter(str(self.dir))
         self.previous_handler = signal.signal(signal.SIGINT, self.on_sigint)
         self.start_time, self.start_step = time.time(), self.global_step
+
+    def schedule_progress(self):
+        """The fraction of the step-size schedule done before this update: step / total
+        in a run that never stopped."""
+        step, progress = self.anchor
+        share = (self.global_step - step) / (self.args.total_timesteps - step)
+        self.last = (self.global_step, progress + (1.0 - progress) * share)
+        return self.last[1]
 
     def on_sigint(self, signum, frame):
         """The first Ctrl-C stops after the current update, so that the checkpoint is
@@ -974,7 +992,7 @@ class Run:
                  "optimizers": {name: opt.state_dict() for name, opt in optimizers.items()},
                  "algorithm_state": dict(algorithm_state),
                  "reward_scaler": reward_scaler and reward_scaler.state_dict(),
-                 "global_step": self.global_step, "updates": self.updates,
+                 "global_step": self.global_step, "updates": self.updates, "schedule": self.last,
                  "elapsed": self.elapsed + time.time() - self.start_time}
         atomic_write(self.dir / "model.pt", lambda tmp: torch.save(state, tmp))
 
@@ -1060,7 +1078,7 @@ def evaluate(agent, env_id, episodes, seed, device="cpu", deterministic=True, vi
     """Play `episodes` whole episodes; return their raw returns. Deterministic by default
     (the mean, or the most likely action): evaluation measures what the policy has
     learned, not its exploration noise. Episode i is reset with seed + i."""
-    env, returns = make_env(env_id, video_dir)(), []
+    env, returns = make_env(env_id, video_dir, every_episode=True)(), []
     try:
         for i in range(episodes):
             (obs, _), total, done = env.reset(seed=seed + i), 0.0, False

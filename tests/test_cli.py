@@ -234,10 +234,10 @@ def test_tensorboard_and_video_extras(script, tmp_path):
     assert result.returncode == 0, result.stderr
     assert list((tmp_path / "run").glob("events.out.tfevents.*"))
     assert list((tmp_path / "run" / "videos").glob("*.mp4"))  # env 0's first episode
-    result = run_script(script, "--eval", "run/model.pt", "--eval-episodes", "1", "--capture-video",
+    result = run_script(script, "--eval", "run/model.pt", "--eval-episodes", "3", "--capture-video",
                         cwd=tmp_path, env={"SDL_VIDEODRIVER": "dummy"})
     assert result.returncode == 0, result.stderr
-    assert list((tmp_path / "run").glob("eval-videos-*/*.mp4"))
+    assert len(list((tmp_path / "run").glob("eval-videos-*/*.mp4"))) == 3  # every episode
 
 
 def test_capture_video_without_a_display_is_one_line(script, tmp_path):
@@ -267,3 +267,16 @@ def test_resume_after_a_kill_drops_rows_logged_after_the_checkpoint(script, tmp_
     assert [int(r["global_step"]) for r in rows(tmp_path / "run" / "progress.csv")] == [64, 128, 192, 256]
     steps = [int(r["global_step"]) for r in rows(tmp_path / "run" / "episodes.csv")]
     assert steps == sorted(steps)
+
+
+@pytest.mark.parametrize("script", ["ppo_clip", "ppo_penalty"])
+def test_resume_to_a_larger_budget_continues_the_step_size_decay(script, tmp_path):
+    """A finished annealed run resumed to a larger total goes on from its last step size
+    down to 0 at the new total, instead of restarting the schedule higher up."""
+    assert run_script(script, *tiny(script), "--total-timesteps", "192", "--run-dir", "run",
+                      cwd=tmp_path).returncode == 0
+    result = run_script(script, "--resume", "run", "--total-timesteps", "384", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    rates = [float(r["learning_rate"]) for r in rows(tmp_path / "run" / "progress.csv")]
+    # 3e-4 * (1 - 0, 1/3, 2/3) before; after, the line from (128, 1e-4) to (384, 0).
+    assert rates == pytest.approx([3e-4, 2e-4, 1e-4, 7.5e-5, 5e-5, 2.5e-5])

@@ -89,3 +89,12 @@ def test_two_ranks_learn_like_one_rank_with_two_envs(script, tmp_path):
     for name in ("one", "two"):
         step = steps_to_threshold(tmp_path / name / "episodes.csv", 475.0, 20)
         assert step is not None and step <= 100_000, name
+
+
+def test_a_budget_below_one_global_batch_is_refused(tmp_path):
+    """Under torchrun an update takes a batch from every rank: 2 ranks x 64 steps is 128."""
+    result = torchrun("ppo_clip", *tiny("ppo_clip"), "--total-timesteps", "100", "--run-dir", "run",
+                      cwd=tmp_path)
+    assert result.returncode != 0
+    assert "--total-timesteps 100 is less than one batch of 128 steps" in result.stderr
+    assert not (tmp_path / "run").exists()  # (torchrun's launcher adds its own report of the exit)
