@@ -747,8 +747,9 @@ def build_parser():
     parser = argparse.ArgumentParser(description=DESCRIPTION,
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.error = lambda message: parser.exit(2, f"{parser.prog}: error: {message}\n")  # 1 line
-    add_algorithm_settings(parser.add_argument_group(ALGORITHM))
-    add_shared_settings(parser.add_argument_group("every script"))
+    # Each group's description is its function's docstring, which names the defaults' source.
+    add_algorithm_settings(parser.add_argument_group(ALGORITHM, add_algorithm_settings.__doc__))
+    add_shared_settings(parser.add_argument_group("every script", add_shared_settings.__doc__))
     return parser
 
 
