@@ -189,6 +189,8 @@ def test_cg_quality_compares_iteration_counts_on_a_checkpoint(tmp_path):
     ("speed", ["--scripts", "nonexistent"]),
     ("cg_quality", ["no-such-model.pt"]),
     ("cg_quality", ["model.pt", "--iters", "many"]),
+    ("evaluate", ["nowhere"]),
+    ("evaluate", ["nowhere", "--episodes", "many"]),
 ])
 def test_bad_input_gets_one_line_and_a_nonzero_exit(tmp_path, name, args):
     result = tool(name, *args, cwd=tmp_path)
@@ -197,7 +199,7 @@ def test_bad_input_gets_one_line_and_a_nonzero_exit(tmp_path, name, args):
     assert not (tmp_path / "results").exists()
 
 
-@pytest.mark.parametrize("name", ["run", "report", "speed", "cg_quality"])
+@pytest.mark.parametrize("name", ["run", "report", "speed", "cg_quality", "evaluate"])
 def test_help_states_every_default(name):
     result = tool(name, "--help", cwd=REPO)
     assert result.returncode == 0
@@ -212,3 +214,19 @@ def test_speed_prints_the_ratio(tmp_path):
     assert result.returncode == 0, result.stderr
     assert re.search(r"^ppo_clip\s+CartPole-v1\s+[\d,]+\s+[\d,]+\s+\d+%", result.stdout, re.M), result.stdout
     assert "SB3 PPO: skipped (--no-sb3" in result.stdout
+
+
+def test_evaluate_writes_the_deterministic_returns_once(tmp_path):
+    assert run_script("ppo_clip", *SCRIPT_FLAGS, "--total-timesteps", 128, "--run-dir", "run",
+                      cwd=tmp_path).returncode == 0
+    result = tool("evaluate", "run", "--episodes", 3, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    saved = __import__("json").loads((tmp_path / "run" / "eval.json").read_text())
+    ppo_clip = importlib.import_module("ppo_clip")
+    expected = ppo_clip.evaluate(ppo_clip.load_agent(tmp_path / "run" / "model.pt"), "CartPole-v1", 3, seed=1)
+    assert saved["returns"] == expected and saved["model_step"] == 128 and saved["deterministic"]
+    assert saved["mean"] == np.mean(expected)
+    again = tool("evaluate", "run", "--episodes", 3, cwd=tmp_path)
+    assert again.returncode == 0 and "up to date" in again.stdout
+    missing = tool("evaluate", "nowhere", cwd=tmp_path)
+    assert missing.returncode == 2 and missing.stderr.count("\n") == 1
