@@ -57,7 +57,8 @@ SOLVED = {
 }
 
 # Published final scores at 1M steps: mean return of the last 100 training
-# episodes unless noted. (source key, label, score, note).
+# episodes unless the note says "deterministic evaluation" (compare those with the
+# evaluation column, from benchmarks/evaluate.py). (source key, label, score, note).
 SOURCES = {
     "cleanrl": "CleanRL, `docs/benchmark/ppo_continuous_action.md` (github.com/vwxyzjn/cleanrl)",
     "baselines": "OpenAI Baselines, `benchmarks_mujoco1M.htm` (github.com/openai/baselines)",
@@ -70,19 +71,19 @@ ANCHORS = {
         "PPO": [("cleanrl", "CleanRL PPO", "2383 ± 272", "v4, 3 seeds"),
                 ("baselines", "Baselines ppo2", "2316", "6 seeds"),
                 ("here", "SB3 PPO", "2754", "v5, 1 seed, this machine: the number to beat")],
-        "TRPO": [("sb3-contrib", "sb3-contrib TRPO", "3372 ± 215", "v3, 3 seeds"),
+        "TRPO": [("sb3-contrib", "sb3-contrib TRPO", "3372 ± 215", "v3, 3 seeds, deterministic evaluation"),
                  ("baselines", "Baselines trpo_mpi", "1913", "6 seeds")],
     },
     "Walker2d-v5": {
         "PPO": [("cleanrl", "CleanRL PPO", "2288 ± 572", "v4, 3 seeds"),
                 ("baselines", "Baselines ppo2", "3425", "6 seeds")],
-        "TRPO": [("sb3-contrib", "sb3-contrib TRPO", "4502 ± 234", "v3, 3 seeds"),
+        "TRPO": [("sb3-contrib", "sb3-contrib TRPO", "4502 ± 234", "v3, 3 seeds, deterministic evaluation"),
                  ("baselines", "Baselines trpo_mpi", "2343", "6 seeds")],
     },
     "HalfCheetah-v5": {
         "PPO": [("cleanrl", "CleanRL PPO", "1443 ± 46", "v4, 3 seeds"),
                 ("baselines", "Baselines ppo2", "1669", "6 seeds")],
-        "TRPO": [("sb3-contrib", "sb3-contrib TRPO", "1803 ± 46", "v3, 3 seeds"),
+        "TRPO": [("sb3-contrib", "sb3-contrib TRPO", "1803 ± 46", "v3, 3 seeds, deterministic evaluation"),
                  ("baselines", "Baselines trpo_mpi", "1290", "6 seeds")],
     },
 }
@@ -122,6 +123,10 @@ def read_run(run_dir):
     progress = read_rows(run_dir / "progress.csv")
     step = int(progress[-1]["global_step"]) if progress else 0
     target = settings["total_timesteps"] // batch * batch  # the scripts round the budget down
+    try:  # benchmarks/evaluate.py's deterministic evaluation, if it scored this checkpoint
+        evaluation = json.loads((run_dir / "eval.json").read_text())
+    except (OSError, ValueError):
+        evaluation = None
     return {
         "algorithm": config.get("algorithm", run_dir.parent.name.partition(TAG_SEPARATOR)[0]),
         "settings": settings,
@@ -130,6 +135,7 @@ def read_run(run_dir):
         "target": target,
         "in_progress": step < target,
         "episodes": [(int(r["global_step"]), float(r["return"])) for r in episodes],
+        "eval": evaluation["mean"] if evaluation and evaluation["model_step"] == step else None,
     }
 
 
@@ -211,6 +217,14 @@ def seed_cell(run, score, count):
     return f"s{run['seed']}: {fmt(score)}" + (f" ({', '.join(notes)})" if notes else "")
 
 
+def eval_cell(runs):
+    """Mean ± std over the seeds that benchmarks/evaluate.py scored, and how many they are."""
+    scores = [run["eval"] for run in runs if run["eval"] is not None]
+    if not scores:
+        return "not evaluated"
+    return f"{fmt(np.mean(scores))} ± {fmt(np.std(scores))} ({len(scores)}/{len(runs)} seeds)"
+
+
 def solved_cell(env, runs):
     threshold, window, _ = SOLVED[env]
     steps = [first_solved_step(run["episodes"], threshold, window) for run in runs]
@@ -226,6 +240,9 @@ def env_section(env, algos):
     solved = env in SOLVED
     anchors = ANCHORS.get(env, {})
     header = ["algorithm", "seeds", "steps", "final score (mean ± std over seeds)", "per seed"]
+    evaluated = any(run["eval"] is not None for runs in algos.values() for run in runs)
+    if evaluated:
+        header.append("final deterministic evaluation (benchmarks/evaluate.py; mean ± std over seeds)")
     if solved:
         threshold, window, origin = SOLVED[env]
         header.append(f"median steps to solve ({threshold:g} over {window} episodes)")
@@ -244,6 +261,8 @@ def env_section(env, algos):
                     if not np.isnan(values).all() else "no episodes yet")
         cells = [row_label(row, runs, algos), str(len(runs)), step_text, mean_std,
                  "; ".join(seed_cell(run, s, n) for run, (s, n) in zip(runs, scores))]
+        if evaluated:
+            cells.append(eval_cell(runs))
         if solved:
             cells.append(solved_cell(env, runs))
         if anchors:

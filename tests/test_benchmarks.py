@@ -230,3 +230,20 @@ def test_evaluate_writes_the_deterministic_returns_once(tmp_path):
     assert again.returncode == 0 and "up to date" in again.stdout
     missing = tool("evaluate", "nowhere", cwd=tmp_path)
     assert missing.returncode == 2 and missing.stderr.count("\n") == 1
+
+
+def test_report_shows_the_evaluation_beside_the_training_score(suite, tmp_path):
+    cwd, runs, _ = suite
+    import json
+    import shutil
+    shutil.copytree(cwd / "results", tmp_path / "results")
+    seeds = sorted((tmp_path / "results" / "CartPole-v1" / "ppo_clip").glob("seed?"))
+    assert tool("evaluate", *seeds, "--episodes", 2, cwd=tmp_path).returncode == 0
+    means = [json.loads((seed / "eval.json").read_text())["mean"] for seed in seeds]
+    result = tool("report", "results", "--out", "report", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    table = (tmp_path / "report" / "results.md").read_text()
+    assert "final deterministic evaluation (benchmarks/evaluate.py" in table
+    row = next(line for line in table.splitlines() if line.startswith("| `ppo_clip`"))
+    fmt = importlib.import_module("benchmarks.report").fmt
+    assert f"| {fmt(np.mean(means))} ± {fmt(np.std(means))} (2/2 seeds) |" in row
