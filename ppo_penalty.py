@@ -68,8 +68,9 @@ def add_algorithm_settings(group):
     """PPO-penalty's settings. Defaults: PPO paper Table 3 (MuJoCo), unless noted."""
     add, on_off = group.add_argument, argparse.BooleanOptionalAction
     add("--learning-rate", type=positive_float, default=3e-4, help="Adam step size")
-    add("--anneal-lr", action=on_off, default=True,
-        help="decay the step size linearly to 0 (the paper's Atari runs; baselines ppo2)")
+    add("--anneal-lr", action=on_off, default=False,
+        help="decay the step size linearly to 0 (the paper's Atari runs, ppo2); off: Table 3's "
+        "constant step, which scored higher here (BENCHMARKS.md)")
     add("--update-epochs", type=positive_int, default=10, help="epochs K over each batch")
     add("--num-minibatches", type=positive_int, default=32,
         help="minibatches per epoch: 2048 steps / 32 = the paper's minibatch of 64")
@@ -140,11 +141,10 @@ def mlp(in_dim, hidden_sizes, out_dim, out_gain):
 class Agent(nn.Module):
     """Separate policy and value MLPs, with the observation normalizer inside: its
     statistics are buffers, saved with the weights, so a loaded agent sees observations
-    exactly as in training. They change only through `obs_rms.update`, which the
-    training loop calls between updates. Methods take raw observations (B, obs_dim),
-    but for the *_from_normalized ones. Policy: categorical over logits (Discrete), or
-    a diagonal Gaussian with a learned, state-independent log-std (Box; PPO paper
-    section 6.1, after Duan et al. 2016)."""
+    exactly as in training. They change only through `obs_rms.update`, which training
+    calls between updates. Methods take raw observations (B, obs_dim), but for the
+    *_from_normalized ones. Policy: categorical over logits (Discrete), or a diagonal
+    Gaussian with a learned, state-independent log-std (Box; PPO paper section 6.1)."""
 
     def __init__(self, obs_dim, action_dim, continuous, hidden_sizes=(64, 64), norm_obs=True,
                  obs_clip=10.0):
@@ -242,16 +242,17 @@ class Rollout:
 
 
 @torch.no_grad()
-def collect_rollout(envs, agent, buf, obs, gamma, episodes):
+def collect_rollout(envs, agent, buf, obs, gamma, episodes, warm_up=False):
     """Fill `buf` with T steps of every env, starting from observations `obs` (N, obs_dim),
     and return the observations to start the next rollout from. `episodes` (Part 2)
-    keeps the raw returns for the logs, whatever reward scaling the learner sees."""
+    keeps the raw returns for the logs, whatever reward scaling the learner sees.
+    `warm_up` seeds the observation normalizer from this rollout before it is scored."""
     device, action_space = buf.obs.device, envs.single_action_space
     # Per-step data is staged in NumPy and copied to the buffer once at the end:
     # writing a NumPy row costs far less than a small torch copy, T times over.
     obs_np = np.empty(buf.obs.shape, dtype=np.float32)  # (T, N, obs_dim)
     rewards_np, dones_np = (np.empty(buf.rewards.shape, dtype=np.float32) for _ in range(2))
-    buf.bootstrap.zero_()
+    cuts = []  # (t, which envs a time limit cut at step t, their final observations)
     for t in range(buf.rewards.shape[0]):
         obs_np[t] = obs
         action = agent.sample_action(torch.from_numpy(obs_np[t]).to(device))  # (N,) or (N, A)
@@ -264,17 +265,19 @@ def collect_rollout(envs, agent, buf, obs, gamma, episodes):
         obs, reward, terminated, truncated, infos = envs.step(env_action)
         done = terminated | truncated  # (N,) bool
         rewards_np[t], dones_np[t] = reward, done
-        # A time limit stops the episode in a state that is not terminal: its value
-        # V(s_final) belongs in the return (Pardo et al. 2018, "Time Limits in RL").
         cut = truncated & ~terminated
         if cut.any():
-            final_obs = torch.as_tensor(np.stack(infos["final_obs"][cut]), dtype=torch.float32,
-                                        device=device)  # (number cut, obs_dim)
-            value = agent.get_value(final_obs)
-            buf.bootstrap[t, torch.as_tensor(cut, device=device)] = gamma * value
+            cuts.append((t, cut, np.stack(infos["final_obs"][cut])))
         episodes.step(reward, done)
     for tensor, array in ((buf.obs, obs_np), (buf.rewards, rewards_np), (buf.dones, dones_np)):
         tensor.copy_(torch.from_numpy(array))
+    if warm_up:
+        # A fresh normalizer is the identity: the first update would learn on raw inputs
+        # and see them rescaled at the next. Seeding it here, before the scoring below,
+        # makes pi_old the policy the update starts from (the ratio starts at exactly 1).
+        # The acting policy saw raw inputs, but the 0.01 policy head keeps a new policy
+        # nearly the same whatever it sees.
+        agent.obs_rms.update(all_gather_rows(buf.obs.flatten(0, 1)))
     # Log-probs and values of the whole rollout in one batched pass: the networks
     # did not change during it, so these are the numbers each step would have
     # computed, without paying the per-call overhead of tiny networks T times.
@@ -283,6 +286,12 @@ def collect_rollout(envs, agent, buf, obs, gamma, episodes):
     buf.logprobs.copy_(logprobs.view_as(buf.logprobs))
     buf.values.copy_(agent.value_from_normalized(x).view_as(buf.values))
     buf.next_value.copy_(agent.get_value(torch.as_tensor(obs, dtype=torch.float32, device=device)))
+    # A time limit stops the episode in a state that is not terminal: its value
+    # V(s_final) belongs in the return (Pardo et al. 2018, "Time Limits in RL").
+    buf.bootstrap.zero_()
+    for t, cut, final_obs in cuts:
+        value = agent.get_value(torch.as_tensor(final_obs, dtype=torch.float32, device=device))
+        buf.bootstrap[t, torch.as_tensor(cut, device=device)] = gamma * value
     return obs
 # === end shared ===
 
@@ -480,8 +489,8 @@ def minibatch_loss(agent, x, batch, mb, args, old_dist, beta):
 
 def update(agent, optimizers, state, batch, args, progress):
     """K epochs of minibatch Adam steps on minibatch_loss, then adapt beta (section 4).
-    `progress`, the fraction of the run done before this batch, sets the annealed
-    step size. Returns the diagnostics logged in progress.csv."""
+    `progress`, the fraction of the run done before this batch, sets the step size
+    under --anneal-lr. Returns the diagnostics logged in progress.csv."""
     optimizer = optimizers["adam"]
     lr = args.learning_rate * (1.0 - progress) if args.anneal_lr else args.learning_rate
     for group in optimizer.param_groups:
@@ -546,10 +555,11 @@ def train(args):
         batch_size = args.num_envs * args.num_steps * run.world_size  # all ranks together
         while run.global_step + batch_size <= args.total_timesteps and not run.stop_requested():
             progress = run.schedule_progress()  # fraction of the step-size schedule done
-            obs = collect_rollout(envs, agent, buf, obs, args.gamma, run.episodes)
+            warm_up = args.norm_obs and run.global_step == 0  # a fresh run's first rollout
+            obs = collect_rollout(envs, agent, buf, obs, args.gamma, run.episodes, warm_up)
             batch = make_batch(buf, reward_scaler, args.gamma, args.gae_lambda)
             stats = update(agent, optimizers, algorithm_state, batch, args, progress)
-            if args.norm_obs:
+            if args.norm_obs and not warm_up:
                 # Only now, after the update: the policy that acted and the one the
                 # update started from saw observations normalized the same way.
                 # Every rank merges every rank's observations, so all normalize alike.

@@ -63,6 +63,8 @@ def test_run_writes_the_documented_outputs(script, trained):
     checkpoint = torch.load(run_dir / "model.pt", weights_only=True)
     assert checkpoint["global_step"] == 128 and checkpoint["algorithm"] == script
     assert "obs_rms.mean" in checkpoint["agent"] and checkpoint["optimizers"]
+    # Each observation counted once: the warm-up took the first rollout's, the update the second's.
+    assert checkpoint["agent"]["obs_rms.count"].item() == 128
     # One compact console line per update.
     assert len([line for line in result.stdout.splitlines() if line.startswith(f"[{script}] step")]) == 2
 
@@ -273,8 +275,8 @@ def test_resume_after_a_kill_drops_rows_logged_after_the_checkpoint(script, tmp_
 def test_resume_to_a_larger_budget_continues_the_step_size_decay(script, tmp_path):
     """A finished annealed run resumed to a larger total goes on from its last step size
     down to 0 at the new total, instead of restarting the schedule higher up."""
-    assert run_script(script, *tiny(script), "--total-timesteps", "192", "--run-dir", "run",
-                      cwd=tmp_path).returncode == 0
+    assert run_script(script, *tiny(script), "--anneal-lr", "--total-timesteps", "192",
+                      "--run-dir", "run", cwd=tmp_path).returncode == 0
     result = run_script(script, "--resume", "run", "--total-timesteps", "384", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     rates = [float(r["learning_rate"]) for r in rows(tmp_path / "run" / "progress.csv")]

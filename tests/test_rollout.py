@@ -65,3 +65,45 @@ def test_box_actions_are_clipped_for_the_env_only(module):
     with torch.no_grad():
         logprob = agent.distribution(buf.obs[:, 0]).log_prob(buf.actions[:, 0])
     assert torch.allclose(logprob, buf.logprobs[:, 0])
+
+
+def test_warm_up_seeds_the_normalizer_before_the_rollout_is_scored(module):
+    """A fresh run's first rollout: the normalizer learns its statistics from it, and the
+    log-probs, values and time-limit bootstraps are computed with them, so pi_old is
+    exactly the policy the first update starts from (its ratio starts at 1)."""
+    envs = module.make_vector_env("CorridorTimeLimit-v0", num_envs=2, vector="sync")
+    try:
+        obs = module.seed_everything(0, envs)
+        agent = module.Agent(obs_dim=2, action_dim=2, continuous=False)
+        buf = module.Rollout.empty(12, 2, {"obs_dim": 2, "action_dim": 2, "continuous": False}, "cpu")
+        last = module.collect_rollout(envs, agent, buf, obs, GAMMA, module.EpisodeTracker(2, 0, 2),
+                                      warm_up=True)
+    finally:
+        envs.close()
+    flat = buf.obs.flatten(0, 1).double()  # t = 0..4, 0..4, 0, 1 in each env
+    assert agent.obs_rms.count.item() == pytest.approx(24, abs=1e-3)
+    torch.testing.assert_close(agent.obs_rms.mean.double(), flat.mean(0))
+    torch.testing.assert_close(agent.obs_rms.var.double(), flat.var(0, unbiased=False))
+    with torch.no_grad():
+        logprobs = agent.distribution(buf.obs.flatten(0, 1)).log_prob(buf.actions.flatten(0, 1))
+        values = agent.get_value(buf.obs.flatten(0, 1)).view(12, 2)
+        next_value = agent.get_value(torch.as_tensor(last, dtype=torch.float32))
+        final_value = agent.get_value(torch.tensor([[5.0, 1.0]])).item()  # s_final, cut at t = 5
+    assert torch.equal(logprobs.view(12, 2), buf.logprobs)  # ratio = exp(0) = 1, exactly
+    torch.testing.assert_close(values, buf.values)
+    torch.testing.assert_close(next_value, buf.next_value)
+    assert buf.bootstrap[[4, 9]].flatten().tolist() == pytest.approx([GAMMA * final_value] * 4)
+    assert buf.bootstrap.count_nonzero() == 4
+
+
+def test_without_warm_up_the_rollout_leaves_the_normalizer_alone(module):
+    envs = module.make_vector_env("CartPole-v1", num_envs=1, vector="sync")
+    try:
+        obs = module.seed_everything(0, envs)
+        agent = module.Agent(obs_dim=4, action_dim=2, continuous=False)
+        before = {k: v.clone() for k, v in agent.state_dict().items()}
+        buf = module.Rollout.empty(32, 1, {"obs_dim": 4, "action_dim": 2, "continuous": False}, "cpu")
+        module.collect_rollout(envs, agent, buf, obs, GAMMA, module.EpisodeTracker(1, 0, 1))
+    finally:
+        envs.close()
+    assert all(torch.equal(before[k], v) for k, v in agent.state_dict().items())
