@@ -17,13 +17,12 @@ much. DeepMind's distributed PPO (Heess et al. 2017, arXiv 1707.02286) used
 this variant. Advantages come from Generalized Advantage Estimation (Schulman
 et al. 2015, arXiv 1506.02438).
 
-Map. Part 1, the algorithm, in the order a learner needs it: settings -> agent
-(networks, observation normalizer) -> environments -> rollout -> advantages (GAE)
--> THE UPDATE -> training loop. Part 2, after a banner saying you may stop reading:
-command line and resume -> distributed helpers -> run directory, checkpoints and
-logs -> evaluation -> main. All but this docstring, the algorithm's own settings
-and its update is marked "shared" and is byte-identical in ppo_clip.py,
-ppo_penalty.py and trpo.py: `diff ppo_clip.py ppo_penalty.py` shows what the KL
+Map. Part 1, the algorithm, in the order a learner needs it: settings -> agent (networks,
+observation normalizer) -> environments -> rollout -> advantages (GAE) -> THE UPDATE ->
+training loop. Part 2, after a banner saying you may stop reading: command line and
+resume -> distributed helpers -> run directory, checkpoints, logs -> evaluation -> main.
+Everything but this docstring, the algorithm's own settings and its update is "shared":
+byte-identical in all three scripts, so `diff ppo_clip.py ppo_penalty.py` shows what the KL
 penalty changes.
 
 Usage:
@@ -69,8 +68,7 @@ def add_algorithm_settings(group):
     add, on_off = group.add_argument, argparse.BooleanOptionalAction
     add("--learning-rate", type=positive_float, default=3e-4, help="Adam step size")
     add("--anneal-lr", action=on_off, default=False,
-        help="decay the step size linearly to 0 (the paper's Atari runs, ppo2); off: Table 3's "
-        "constant step, which scored higher here (BENCHMARKS.md)")
+        help="decay the step size linearly to 0 (the paper's Atari setting, ppo2)")
     add("--update-epochs", type=positive_int, default=10, help="epochs K over each batch")
     add("--num-minibatches", type=positive_int, default=32,
         help="minibatches per epoch: 2048 steps / 32 = the paper's minibatch of 64")
@@ -102,9 +100,8 @@ STD_EPSILON = 1e-8  # keeps the normalizer's division finite for a constant feat
 
 
 class RunningMeanStd(nn.Module):
-    """Running mean and variance of a stream of vectors, merged batch by batch with
-    the parallel formula of Chan et al. (1979): merging the statistics of two
-    halves gives those of the whole, up to rounding. Buffers, so state_dict saves them."""
+    """Running mean and variance of a stream of vectors, merged batch by batch with Chan
+    et al.'s (1979) parallel formula, exact up to rounding. Buffers: state_dict saves them."""
 
     def __init__(self, shape):
         super().__init__()
@@ -200,15 +197,12 @@ class Agent(nn.Module):
 
 # === shared: environments ===
 def make_vector_env(env_id, num_envs, vector, video_dir=None):
-    """Vector env in SAME_STEP autoreset mode, which matters for time limits.
-
-    An episode cut by a time limit (truncation) did not reach a terminal state: the
-    value of the observation it ended in, V(s_final), is part of its return. The
-    default NEXT_STEP mode of Gymnasium >= 1.0 returns that observation and resets on
-    the *following* call, a wasted step whose action is ignored. SAME_STEP resets at
-    once and puts the final observation in `infos["final_obs"]`: every step in the
-    batch is a real transition, and the bootstrap value is at hand.
-    """
+    """Vector env in SAME_STEP autoreset mode, which matters for time limits. An episode
+    cut by a time limit (truncation) did not reach a terminal state: the value V(s_final)
+    of the observation it ended in is part of its return. Gymnasium's default, NEXT_STEP,
+    returns that observation and resets on the *next* call, a wasted step whose action is
+    ignored. SAME_STEP resets at once and puts it in `infos["final_obs"]`: every step in
+    the batch is a real transition, and the bootstrap value is at hand."""
     builders = [make_env(env_id, video_dir if i == 0 else None) for i in range(num_envs)]
     same_step = gym.vector.AutoresetMode.SAME_STEP
     if vector == "async":  # one subprocess each; Ctrl-C is for the main process alone
@@ -272,15 +266,12 @@ def collect_rollout(envs, agent, buf, obs, gamma, episodes, warm_up=False):
     for tensor, array in ((buf.obs, obs_np), (buf.rewards, rewards_np), (buf.dones, dones_np)):
         tensor.copy_(torch.from_numpy(array))
     if warm_up:
-        # A fresh normalizer is the identity: the first update would learn on raw inputs
-        # and see them rescaled at the next. Seeding it here, before the scoring below,
-        # makes pi_old the policy the update starts from (the ratio starts at exactly 1).
-        # The acting policy saw raw inputs, but the 0.01 policy head keeps a new policy
-        # nearly the same whatever it sees.
+        # A fresh normalizer is the identity. Seeded before the scoring below, it makes pi_old
+        # the policy the first update starts from (ratio exactly 1); the acting policy saw raw
+        # inputs, but its 0.01 head (POLICY_HEAD_GAIN) keeps it nearly blind to them.
         agent.obs_rms.update(all_gather_rows(buf.obs.flatten(0, 1)))
-    # Log-probs and values of the whole rollout in one batched pass: the networks
-    # did not change during it, so these are the numbers each step would have
-    # computed, without paying the per-call overhead of tiny networks T times.
+    # Scored in batched passes after the steps: the networks did not change during them,
+    # so these are the numbers each step would have computed, at a fraction of the cost.
     x = agent.normalize(buf.obs.flatten(0, 1))  # (T * N, obs_dim)
     logprobs = agent.policy_from_normalized(x).log_prob(buf.actions.flatten(0, 1))  # (T * N,)
     buf.logprobs.copy_(logprobs.view_as(buf.logprobs))
@@ -502,7 +493,7 @@ def update(agent, optimizers, state, batch, args, progress):
     x = agent.normalize(batch.obs)  # (B, obs_dim)
     beta = state["beta"]
     with torch.no_grad():
-        # pi_old: with the normalizer frozen, this is exactly the policy that acted.
+        # pi_old: the normalizer has not moved since the rollout was scored (collect_rollout).
         old_dist = agent.policy_from_normalized(x)  # batch shape (B,)
     sums, steps, stop = torch.zeros(3), 0, False  # sums of the policy loss, value loss, entropy
     for epoch in range(args.update_epochs):
@@ -560,8 +551,7 @@ def train(args):
             batch = make_batch(buf, reward_scaler, args.gamma, args.gae_lambda)
             stats = update(agent, optimizers, algorithm_state, batch, args, progress)
             if args.norm_obs and not warm_up:
-                # Only now, after the update: the policy that acted and the one the
-                # update started from saw observations normalized the same way.
+                # Only now, after the update: the acting policy and pi_old normalized alike.
                 # Every rank merges every rank's observations, so all normalize alike.
                 agent.obs_rms.update(all_gather_rows(batch.obs))
             run.end_update(batch_size, batch, stats)  # counts, logs, checkpoints

@@ -136,6 +136,9 @@ def read_run(run_dir):
         "in_progress": step < target,
         "episodes": [(int(r["global_step"]), float(r["return"])) for r in episodes],
         "eval": evaluation["mean"] if evaluation and evaluation["model_step"] == step else None,
+        # PPO-penalty's adaptive beta and the KL it steers, per update (empty for the others).
+        "beta": [(int(r["global_step"]), float(r["beta"]), float(r["kl"]))
+                 for r in progress if r.get("beta")],
     }
 
 
@@ -276,7 +279,7 @@ def env_section(env, algos):
     return lines
 
 
-def write_markdown(table, results, out, plot_name):
+def write_markdown(table, results, out, plot_name, beta_name=None):
     envs = ordered(table, env_order())
     lines = [
         "# Benchmark results", "",
@@ -304,6 +307,14 @@ def write_markdown(table, results, out, plot_name):
                   f"Mean of the last {CURVE_WINDOW} training episodes against environment steps; "
                   "line: mean over seeds, band: ± 1 std over seeds.", "",
                   f"![learning curves]({plot_name})", ""]
+    if beta_name:
+        lines += ["## PPO-penalty's adaptive β", "",
+                  "β after each update (log scale, one line per seed) and the KL(π_old ‖ π) it "
+                  "steers, measured after the update on the whole batch. β halves when the KL "
+                  "ends below d_targ / 1.5 and doubles above d_targ × 1.5 (the shaded band; PPO "
+                  "paper section 4). A β that keeps halving while the KL stays far below the "
+                  "band has stopped meaning anything.", "",
+                  f"![beta]({beta_name})", ""]
     text = "\n".join(lines)
     (out / "results.md").write_text(text)
     return text
@@ -322,15 +333,15 @@ def read_target(target):
     return text
 
 
-def embed(results_md, target, plot_path):
+def embed(results_md, target, plot_paths):
     """Replace the generated part of `target` (between BEGIN_MARKER and END_MARKER)
-    by `results_md` without its title, headings one level down and the plot
+    by `results_md` without its title, headings one level down and the plots
     linked relative to `target`. Writes through a temporary file, so an error
     never leaves `target` half written."""
     text = read_target(target)
     body = results_md.split("\n", 1)[1]  # drop "# Benchmark results": the target has its own title
     body = "\n".join("#" + line if line.startswith("#") else line for line in body.splitlines())
-    if plot_path is not None:
+    for plot_path in plot_paths:
         relative = Path(os.path.relpath(plot_path.resolve(), target.resolve().parent)).as_posix()
         body = body.replace(f"]({plot_path.name})", f"]({relative})")
     head, rest = text.split(BEGIN_MARKER)
@@ -425,6 +436,47 @@ def plot(table, path):
     plt.close(fig)
 
 
+def penalty_runs(table):
+    """{env: default-settings ppo_penalty runs that logged beta}, envs in report order."""
+    envs = ordered(table, env_order())
+    found = {env: [run for run in table[env].get("ppo_penalty", []) if run["beta"]] for env in envs}
+    return {env: runs for env, runs in found.items() if runs}
+
+
+def plot_beta(table, path):
+    """PPO-penalty's beta (top row, log scale) and measured KL with the band in which beta
+    stays put (bottom row), per env, one line per seed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runs_by_env = penalty_runs(table)
+    cols = len(runs_by_env)
+    fig, axes = plt.subplots(2, cols, figsize=(4.2 * cols, 5.6), squeeze=False, sharex="col")
+    for col, (env, runs) in enumerate(runs_by_env.items()):
+        top, bottom = axes[0, col], axes[1, col]
+        for run in runs:
+            steps, beta, kl = np.array(run["beta"]).T  # (U,) each
+            top.plot(steps, beta, linewidth=0.8, label=f"seed {run['seed']}")
+            bottom.plot(steps, kl, linewidth=0.6)
+        target = runs[0]["settings"]["kl_target"]
+        bottom.axhspan(target / 1.5, target * 1.5, color="grey", alpha=0.25, linewidth=0)
+        top.set_title(env)
+        top.set_yscale("log")
+        bottom.set_yscale("log")
+        top.set_ylabel("beta")
+        bottom.set_ylabel("KL(pi_old || pi)")
+        bottom.set_xlabel("environment steps")
+        bottom.xaxis.set_major_formatter(plt.FuncFormatter(short_number))
+        for ax in (top, bottom):
+            ax.grid(alpha=0.3)
+        top.legend(fontsize="x-small")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
 # ----------------------------------------------------------------------------------
 # Main
 # ----------------------------------------------------------------------------------
@@ -440,6 +492,9 @@ def build_parser():
                         help="folder for results.md and the plot (default: %(default)s)")
     parser.add_argument("--plot-name", default="learning_curves.png",
                         help="file name of the plot in --out (default: %(default)s)")
+    parser.add_argument("--beta-plot-name", default="beta.png",
+                        help="file name of the plot of PPO-penalty's beta in --out, drawn when "
+                             "ppo_penalty runs are present (default: %(default)s)")
     parser.add_argument("--into", type=Path, default=None, metavar="MARKDOWN",
                         help="also write the tables and the plot's link into this file, between its "
                              "begin/end marker lines, e.g. BENCHMARKS.md (default: none)")
@@ -466,17 +521,25 @@ def main(argv=None):
         if args.into is not None:
             read_target(args.into)  # bad markers are reported before any work is done
         args.out.mkdir(parents=True, exist_ok=True)
-        results_md = write_markdown(table, args.results, args.out, args.plot_name if want_plot else None)
+        want_beta = want_plot and bool(penalty_runs(table))
+        results_md = write_markdown(table, args.results, args.out, args.plot_name if want_plot else None,
+                                    args.beta_plot_name if want_beta else None)
+        plots = []
         if want_plot:
             plot(table, args.out / args.plot_name)
+            plots.append(args.out / args.plot_name)
+        if want_beta:
+            plot_beta(table, args.out / args.beta_plot_name)
+            plots.append(args.out / args.beta_plot_name)
         if args.into is not None:
-            embed(results_md, args.into, args.out / args.plot_name if want_plot else None)
+            embed(results_md, args.into, plots)
     except UsageError as error:
         print(f"{prog}: error: {error}", file=sys.stderr)
         return 2
     runs = sum(len(runs) for algos in table.values() for runs in algos.values())
     print(f"{runs} runs in {len(table)} envs: wrote {args.out / 'results.md'}"
           + (f" and {args.out / args.plot_name}" if want_plot else "")
+          + (f" and {args.out / args.beta_plot_name}" if want_beta else "")
           + (f", and the tables into {args.into}" if args.into is not None else ""))
     return 0
 

@@ -146,6 +146,30 @@ def test_report_into_a_file_without_markers_is_refused_untouched(suite):
     assert target.read_text() == "# no markers here\n" and not (cwd / "report2").exists()
 
 
+def test_report_plots_the_adaptive_beta_of_ppo_penalty(tmp_path):
+    """PPO-penalty's beta and KL, per update, read from progress.csv and drawn beside
+    the learning curves; BENCHMARKS.md links both plots."""
+    result = tool("run", "--algos", "ppo_penalty", "--envs", "CartPole-v1", "--seeds", 1, 2,
+                  "--results", "results", "--total-timesteps", SUITE_BUDGET, "--", *SCRIPT_FLAGS,
+                  cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    report = importlib.import_module("benchmarks.report")
+    table = report.collect(tmp_path / "results")
+    runs = report.penalty_runs(table)["CartPole-v1"]
+    with open(tmp_path / "results" / "CartPole-v1" / "ppo_penalty" / "seed1" / "progress.csv") as f:
+        logged = [(int(r["global_step"]), float(r["beta"]), float(r["kl"])) for r in csv.DictReader(f)]
+    assert runs[0]["beta"] == logged and len(logged) == 4 and logged[0][1] == 1.0  # --beta-init
+    if importlib.util.find_spec("matplotlib") is None:
+        pytest.skip("matplotlib is not installed: the plot is not checked")
+    target = tmp_path / "BENCH.md"
+    target.write_text(f"{report.BEGIN_MARKER}\n{report.END_MARKER}\n")
+    result = tool("report", "results", "--out", "report", "--into", target, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "report" / "beta.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    text = target.read_text()
+    assert "adaptive β" in text and "](report/beta.png)" in text and "](report/learning_curves.png)" in text
+
+
 def test_tagged_runs_are_a_tuned_row_beside_the_default(tmp_path):
     common = ["--algos", "ppo_clip", "--envs", "CartPole-v1", "--seeds", 1, "--results", "results",
               "--total-timesteps", 128]
@@ -191,6 +215,7 @@ def test_cg_quality_compares_iteration_counts_on_a_checkpoint(tmp_path):
     ("cg_quality", ["model.pt", "--iters", "many"]),
     ("evaluate", ["nowhere"]),
     ("evaluate", ["nowhere", "--episodes", "many"]),
+    ("warm_up", ["--envs", "NoSuchEnv-v0"]),
 ])
 def test_bad_input_gets_one_line_and_a_nonzero_exit(tmp_path, name, args):
     result = tool(name, *args, cwd=tmp_path)
@@ -199,13 +224,21 @@ def test_bad_input_gets_one_line_and_a_nonzero_exit(tmp_path, name, args):
     assert not (tmp_path / "results").exists()
 
 
-@pytest.mark.parametrize("name", ["run", "report", "speed", "cg_quality", "evaluate"])
+@pytest.mark.parametrize("name", ["run", "report", "speed", "cg_quality", "evaluate", "warm_up"])
 def test_help_states_every_default(name):
     result = tool(name, "--help", cwd=REPO)
     assert result.returncode == 0
     entries = re.split(r"\n  (?=--)", result.stdout.split("options:", 1)[1])
     for entry in entries[1:]:  # entries[0]: -h, --help
         assert "default" in entry, f"{name}.py {entry.split()[0]} does not state its default"
+
+
+def test_warm_up_measures_a_small_gap_between_the_acting_policy_and_pi_old(tmp_path):
+    result = tool("warm_up", "--envs", "CartPole-v1", "--seeds", 1, "--num-steps", 256, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    kl, ratio = map(float, re.search(r"KL\(acting \|\| pi_old\) (\S+), \|ratio - 1\| (\S+)",
+                                     result.stdout).groups())
+    assert 0 < kl < 1e-4 and 0 < ratio < 0.05  # the 0.01 policy head: nearly blind to its inputs
 
 
 def test_speed_prints_the_ratio(tmp_path):
