@@ -452,10 +452,12 @@ def plot_beta(table, path):
     import matplotlib.pyplot as plt
 
     runs_by_env = penalty_runs(table)
-    cols = len(runs_by_env)
-    fig, axes = plt.subplots(2, cols, figsize=(4.2 * cols, 5.6), squeeze=False, sharex="col")
-    for col, (env, runs) in enumerate(runs_by_env.items()):
-        top, bottom = axes[0, col], axes[1, col]
+    cols = min(3, len(runs_by_env))
+    rows = math.ceil(len(runs_by_env) / cols)
+    # Each env is a column of two panels: beta above, the KL below, on the same steps.
+    fig, axes = plt.subplots(2 * rows, cols, figsize=(5 * cols, 5.2 * rows), squeeze=False)
+    for i, (env, runs) in enumerate(runs_by_env.items()):
+        top, bottom = axes[2 * (i // cols), i % cols], axes[2 * (i // cols) + 1, i % cols]
         for run in runs:
             steps, beta, kl = np.array(run["beta"]).T  # (U,) each
             top.plot(steps, beta, linewidth=0.8, label=f"seed {run['seed']}")
@@ -468,10 +470,12 @@ def plot_beta(table, path):
         top.set_ylabel("beta")
         bottom.set_ylabel("KL(pi_old || pi)")
         bottom.set_xlabel("environment steps")
-        bottom.xaxis.set_major_formatter(plt.FuncFormatter(short_number))
         for ax in (top, bottom):
+            ax.xaxis.set_major_formatter(plt.FuncFormatter(short_number))
             ax.grid(alpha=0.3)
         top.legend(fontsize="x-small")
+    for ax in list(axes.flat):
+        ax.set_visible(bool(ax.lines))  # the empty panels of a last, incomplete row
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
