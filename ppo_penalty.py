@@ -79,9 +79,9 @@ def add_algorithm_settings(group):
         help="beta, the KL penalty coefficient, at the start ('not important in practice')")
     add("--adaptive-beta", action=on_off, default=True,
         help="adapt beta toward --kl-target after each update; off: the paper's 'Fixed KL'")
-    add("--kl-hinge-coef", type=nonnegative_float, default=0.0,
+    add("--kl-hinge-coef", type=nonnegative_float, default=1000.0,
         help="c in the loss c * max(0, KL - 2 d_targ)^2 that punishes overshoots at once "
-             "(0: off; 1000 in modular_rl ppo.py, which DPPO uses)")
+             "(DPPO, arXiv 1707.02286, and modular_rl ppo.py; 0: off, section 4 alone)")
     add("--kl-stop-factor", type=positive_float, default=None,
         help="stop the epochs once a minibatch's KL exceeds this many times --kl-target "
              "(DPPO's workers, arXiv 1707.02286: 4)")
