@@ -15,10 +15,16 @@ and standard deviation over seeds. It is compared with published numbers at 1M
 steps (the ANCHORS below): PPO-clip and PPO-penalty with the PPO columns, TRPO
 with the TRPO columns.
 
+It opens with a summary: per env with anchors, each script's training score
+and deterministic evaluation side by side with its family's best anchor on each
+metric, bold where the cell reaches it.
+
 With --into BENCHMARKS.md the same tables and plot also replace the part of
 that file between the lines BEGIN_MARKER and END_MARKER (below), headings one
 level down and the plot's path relative to that file, so the hand-written rest
-of it (machine, commands, analysis) stays as it is.
+of it (machine, commands, analysis) stays as it is. A file with the lines
+SUMMARY_BEGIN and SUMMARY_END gets the summary table there (README.md), and
+then not a second time in its report part.
 
 Plotting needs matplotlib (a dependency of this report only, not of the three
 scripts); --no-plots writes the table alone.
@@ -56,9 +62,12 @@ SOLVED = {
     "Pendulum-v1": (-200.0, 20, "our choice: Pendulum-v1 has no official threshold"),
 }
 
-# Published final scores at 1M steps: mean return of the last 100 training
-# episodes unless the note says "deterministic evaluation" (compare those with the
-# evaluation column, from benchmarks/evaluate.py). (source key, label, score, note).
+# Published final scores at 1M steps, each on its own metric: "train" is the mean
+# return of the last 100 training episodes (our final score), "eval" a
+# deterministic evaluation of the final model (our benchmarks/evaluate.py
+# column). A cell is compared only with anchors of its own metric.
+# (source key, label, mean, std over seeds or None, metric, note).
+METRICS = {"train": "training score", "eval": "deterministic evaluation"}
 SOURCES = {
     "cleanrl": "CleanRL, `docs/benchmark/ppo_continuous_action.md` (github.com/vwxyzjn/cleanrl)",
     "baselines": "OpenAI Baselines, `benchmarks_mujoco1M.htm` (github.com/openai/baselines)",
@@ -68,30 +77,34 @@ SOURCES = {
 }
 ANCHORS = {
     "Hopper-v5": {
-        "PPO": [("cleanrl", "CleanRL PPO", "2383 ± 272", "v4, 3 seeds"),
-                ("baselines", "Baselines ppo2", "2316", "6 seeds"),
-                ("here", "SB3 PPO", "2754", "v5, 1 seed, this machine: the number to beat")],
-        "TRPO": [("sb3-contrib", "sb3-contrib TRPO", "3372 ± 215", "v3, 3 seeds, deterministic evaluation"),
-                 ("baselines", "Baselines trpo_mpi", "1913", "6 seeds")],
+        "PPO": [("cleanrl", "CleanRL PPO", 2383, 272, "train", "v4, 3 seeds"),
+                ("baselines", "Baselines ppo2", 2316, None, "train", "6 seeds"),
+                ("here", "SB3 PPO", 2754, None, "train", "v5, 1 seed, this machine")],
+        "TRPO": [("sb3-contrib", "sb3-contrib TRPO", 3372, 215, "eval", "v3, 3 seeds"),
+                 ("baselines", "Baselines trpo_mpi", 1913, None, "train", "6 seeds")],
     },
     "Walker2d-v5": {
-        "PPO": [("cleanrl", "CleanRL PPO", "2288 ± 572", "v4, 3 seeds"),
-                ("baselines", "Baselines ppo2", "3425", "6 seeds")],
-        "TRPO": [("sb3-contrib", "sb3-contrib TRPO", "4502 ± 234", "v3, 3 seeds, deterministic evaluation"),
-                 ("baselines", "Baselines trpo_mpi", "2343", "6 seeds")],
+        "PPO": [("cleanrl", "CleanRL PPO", 2288, 572, "train", "v4, 3 seeds"),
+                ("baselines", "Baselines ppo2", 3425, None, "train", "6 seeds")],
+        "TRPO": [("sb3-contrib", "sb3-contrib TRPO", 4502, 234, "eval", "v3, 3 seeds"),
+                 ("baselines", "Baselines trpo_mpi", 2343, None, "train", "6 seeds")],
     },
     "HalfCheetah-v5": {
-        "PPO": [("cleanrl", "CleanRL PPO", "1443 ± 46", "v4, 3 seeds"),
-                ("baselines", "Baselines ppo2", "1669", "6 seeds")],
-        "TRPO": [("sb3-contrib", "sb3-contrib TRPO", "1803 ± 46", "v3, 3 seeds, deterministic evaluation"),
-                 ("baselines", "Baselines trpo_mpi", "1290", "6 seeds")],
+        "PPO": [("cleanrl", "CleanRL PPO", 1443, 46, "train", "v4, 3 seeds"),
+                ("baselines", "Baselines ppo2", 1669, None, "train", "6 seeds")],
+        "TRPO": [("sb3-contrib", "sb3-contrib TRPO", 1803, 46, "eval", "v3, 3 seeds"),
+                 ("baselines", "Baselines trpo_mpi", 1290, None, "train", "6 seeds")],
     },
 }
 
 
-# --into: the generated part of a hand-written Markdown file lies between these lines.
+# --into: the generated parts of a hand-written Markdown file lie between these lines:
+# the whole report between BEGIN_MARKER and END_MARKER, the summary table alone
+# (for a short page such as the README) between SUMMARY_BEGIN and SUMMARY_END.
 BEGIN_MARKER = "<!-- begin: written by benchmarks/report.py, do not edit by hand -->"
 END_MARKER = "<!-- end: written by benchmarks/report.py -->"
+SUMMARY_BEGIN = "<!-- begin: summary written by benchmarks/report.py, do not edit by hand -->"
+SUMMARY_END = "<!-- end: summary written by benchmarks/report.py -->"
 
 
 class UsageError(Exception):
@@ -238,6 +251,67 @@ def solved_cell(env, runs):
     return f"{text} ({len(reached)}/{len(runs)} solved)"
 
 
+def anchor_text(anchor, with_note=False):
+    """CleanRL PPO 2,383 ± 272 (train; v4, 3 seeds): an anchor with its metric."""
+    _, label, mean, std, metric, note = anchor
+    score = fmt(mean) + (f" ± {fmt(std)}" if std is not None else "")
+    return f"{label} {score} ({metric}" + (f"; {note})" if with_note else ")")
+
+
+def best_anchor(env, algorithm, metric):
+    """The highest published score on `metric` for `algorithm`'s family on `env`: the
+    number a cell must reach to count as met (None if no anchor reports that metric)."""
+    family = ANCHORS.get(env, {}).get(FAMILY.get(algorithm), [])
+    return max((a for a in family if a[4] == metric), key=lambda a: a[2], default=None)
+
+
+def summary_cell(env, algorithm, runs):
+    """`train / eval` mean ± std over the finished runs, each bold where it reaches the
+    best anchor on the same metric."""
+    scores = {"train": [final_score(run)[0] for run in runs],
+              "eval": [run["eval"] for run in runs if run["eval"] is not None]}
+    parts = []
+    for metric, values in scores.items():
+        if not values:
+            parts.append("n/a")
+            continue
+        text = fmt(np.mean(values)) + (f" ± {fmt(np.std(values))}" if len(values) > 1 else "")
+        best = best_anchor(env, algorithm, metric)
+        parts.append(f"**{text}**" if best is not None and np.mean(values) >= best[2] else text)
+    return " / ".join(parts)
+
+
+def summary_section(table):
+    """One row per env with anchors: each script's default row side by side with the
+    best anchor of its family on each metric. Runs still training are left out."""
+    algorithms = [a for a in ALGORITHM_ORDER if any(a in table.get(env, {}) for env in ANCHORS)]
+    envs = [env for env in ANCHORS if any(a in table.get(env, {}) for a in algorithms)]
+    if not envs:
+        return []
+    columns = []  # each script, and after the last script of a family that family's anchors
+    for k, algorithm in enumerate(algorithms):
+        columns.append(("script", algorithm))
+        if k + 1 == len(algorithms) or FAMILY[algorithms[k + 1]] != FAMILY[algorithm]:
+            columns.append(("anchors", algorithm))
+    header = ["env", "seeds"] + [f"`{algorithm}` train / eval" if kind == "script"
+                                 else f"{FAMILY[algorithm]} anchors" for kind, algorithm in columns]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for env in envs:
+        finished = {a: [run for run in table[env].get(a, []) if not run["in_progress"]] for a in algorithms}
+        cells = [env, "/".join(str(len(finished[a])) for a in algorithms)]
+        for kind, algorithm in columns:
+            if kind == "script":
+                cells.append(summary_cell(env, algorithm, finished[algorithm]) if finished[algorithm] else "—")
+            else:
+                best = [best_anchor(env, algorithm, metric) for metric in METRICS]
+                cells.append("; ".join(anchor_text(a) for a in best if a is not None) or "none")
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines + ["", f"`seeds`: finished runs of {' / '.join(algorithms)}. Each cell is the training score "
+                    f"(mean of the last {FINAL_EPISODES} training episodes) / the deterministic evaluation "
+                    "(benchmarks/evaluate.py), mean ± std over seeds; **bold**: at or above the family's "
+                    "best anchor on the same metric."]
+
+
 def env_section(env, algos):
     lines = [f"## {env}", ""]
     solved = env in SOLVED
@@ -270,7 +344,7 @@ def env_section(env, algos):
             cells.append(solved_cell(env, runs))
         if anchors:
             family = anchors.get(FAMILY.get(runs[0]["algorithm"]), [])
-            cells.append("; ".join(f"{label} {score} ({note})" for _, label, score, note in family) or "none")
+            cells.append("; ".join(anchor_text(anchor, with_note=True) for anchor in family) or "none")
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
     if solved:
@@ -279,7 +353,9 @@ def env_section(env, algos):
     return lines
 
 
-def write_markdown(table, results, out, plot_name, beta_name=None):
+def markdown(table, results, plot_name, beta_name=None, summary=True):
+    """results.md: the summary table (unless `summary` is False), a table per env,
+    the anchors' sources and the plots' links."""
     envs = ordered(table, env_order())
     lines = [
         "# Benchmark results", "",
@@ -291,6 +367,9 @@ def write_markdown(table, results, out, plot_name, beta_name=None):
         "`in progress` with their current step. Every script runs with its default settings; a "
         "row marked **tuned** ran with the settings listed beside it, next to the default row.", "",
     ]
+    summary_lines = summary_section(table) if summary else []
+    if summary_lines:
+        lines += ["## Summary against the anchors", ""] + summary_lines + [""]
     for env in envs:
         lines += env_section(env, table[env])
     if any(env in ANCHORS for env in envs):
@@ -315,39 +394,51 @@ def write_markdown(table, results, out, plot_name, beta_name=None):
                   "paper section 4). A β that keeps halving while the KL stays far below the "
                   "band has stopped meaning anything.", "",
                   f"![beta]({beta_name})", ""]
-    text = "\n".join(lines)
-    (out / "results.md").write_text(text)
-    return text
+    return "\n".join(lines)
 
 
 def read_target(target):
-    """The text of the --into file, checked to hold both markers once each, in order."""
+    """The text of an --into file, checked to hold the report's or the summary's marker
+    pair, or both, each marker once and each pair in order."""
     try:
         text = target.read_text()
     except OSError as error:
         raise UsageError(f"--into {target}: {error.strerror}") from None
-    if text.count(BEGIN_MARKER) != 1 or text.count(END_MARKER) != 1 or (
-            text.index(BEGIN_MARKER) > text.index(END_MARKER)):
-        raise UsageError(f"--into {target}: needs the lines '{BEGIN_MARKER}' and '{END_MARKER}', "
-                         "once each, in this order")
+    pairs = [(BEGIN_MARKER, END_MARKER), (SUMMARY_BEGIN, SUMMARY_END)]
+    for begin, end in pairs:
+        if (begin in text or end in text) and (
+                text.count(begin) != 1 or text.count(end) != 1 or text.index(begin) > text.index(end)):
+            raise UsageError(f"--into {target}: needs the lines '{begin}' and '{end}' once each, in this order")
+    if not any(begin in text for begin, _ in pairs):
+        raise UsageError(f"--into {target}: needs the lines '{BEGIN_MARKER}' and '{END_MARKER}' (the report) "
+                         f"or '{SUMMARY_BEGIN}' and '{SUMMARY_END}' (the summary table)")
     return text
 
 
-def embed(results_md, target, plot_paths):
-    """Replace the generated part of `target` (between BEGIN_MARKER and END_MARKER)
-    by `results_md` without its title, headings one level down and the plots
-    linked relative to `target`. Writes through a temporary file, so an error
-    never leaves `target` half written."""
+def replace_between(text, begin, end, body):
+    head, rest = text.split(begin)
+    return f"{head}{begin}\n{body.strip()}\n{end}{rest.split(end)[1]}"
+
+
+def embed(target, report_md, lean_report_md, summary_md, plot_paths):
+    """Replace the generated parts of `target`: the summary table between its summary
+    markers; the report between BEGIN_MARKER and END_MARKER, without its title,
+    headings one level down, the plots linked relative to `target`, and without the
+    summary (`lean_report_md`) where the summary markers already show it. Writes
+    through a temporary file, so an error never leaves `target` half written."""
     text = read_target(target)
-    body = results_md.split("\n", 1)[1]  # drop "# Benchmark results": the target has its own title
-    body = "\n".join("#" + line if line.startswith("#") else line for line in body.splitlines())
-    for plot_path in plot_paths:
-        relative = Path(os.path.relpath(plot_path.resolve(), target.resolve().parent)).as_posix()
-        body = body.replace(f"]({plot_path.name})", f"]({relative})")
-    head, rest = text.split(BEGIN_MARKER)
-    tail = rest.split(END_MARKER)[1]
+    if SUMMARY_BEGIN in text:
+        text = replace_between(text, SUMMARY_BEGIN, SUMMARY_END, summary_md)
+        report_md = lean_report_md
+    if BEGIN_MARKER in text:
+        body = report_md.split("\n", 1)[1]  # drop "# Benchmark results": the target has its own title
+        body = "\n".join("#" + line if line.startswith("#") else line for line in body.splitlines())
+        for plot_path in plot_paths:
+            relative = Path(os.path.relpath(plot_path.resolve(), target.resolve().parent)).as_posix()
+            body = body.replace(f"]({plot_path.name})", f"]({relative})")
+        text = replace_between(text, BEGIN_MARKER, END_MARKER, body)
     temporary = target.with_name(target.name + ".tmp")
-    temporary.write_text(f"{head}{BEGIN_MARKER}\n{body.strip()}\n{END_MARKER}{tail}")
+    temporary.write_text(text)
     temporary.replace(target)
 
 
@@ -499,9 +590,10 @@ def build_parser():
     parser.add_argument("--beta-plot-name", default="beta.png",
                         help="file name of the plot of PPO-penalty's beta in --out, drawn when "
                              "ppo_penalty runs are present (default: %(default)s)")
-    parser.add_argument("--into", type=Path, default=None, metavar="MARKDOWN",
-                        help="also write the tables and the plot's link into this file, between its "
-                             "begin/end marker lines, e.g. BENCHMARKS.md (default: none)")
+    parser.add_argument("--into", type=Path, nargs="+", default=[], metavar="MARKDOWN",
+                        help="also write into these files, between their marker lines: the whole report "
+                             "(tables and plot links, e.g. BENCHMARKS.md) and/or the summary table alone "
+                             "(e.g. README.md); see BEGIN_MARKER and SUMMARY_BEGIN (default: none)")
     parser.add_argument("--no-plots", action="store_true",
                         help="write results.md only, without matplotlib (default: plots on)")
     return parser
@@ -522,12 +614,13 @@ def main(argv=None):
                 import matplotlib  # noqa: F401
             except ImportError:
                 raise UsageError("plots need matplotlib (pip install matplotlib), or pass --no-plots") from None
-        if args.into is not None:
-            read_target(args.into)  # bad markers are reported before any work is done
+        for target in args.into:
+            read_target(target)  # bad markers are reported before any work is done
         args.out.mkdir(parents=True, exist_ok=True)
         want_beta = want_plot and bool(penalty_runs(table))
-        results_md = write_markdown(table, args.results, args.out, args.plot_name if want_plot else None,
-                                    args.beta_plot_name if want_beta else None)
+        plot_names = (args.plot_name if want_plot else None, args.beta_plot_name if want_beta else None)
+        results_md = markdown(table, args.results, *plot_names)
+        (args.out / "results.md").write_text(results_md)
         plots = []
         if want_plot:
             plot(table, args.out / args.plot_name)
@@ -535,8 +628,9 @@ def main(argv=None):
         if want_beta:
             plot_beta(table, args.out / args.beta_plot_name)
             plots.append(args.out / args.beta_plot_name)
-        if args.into is not None:
-            embed(results_md, args.into, plots)
+        for target in args.into:
+            embed(target, results_md, markdown(table, args.results, *plot_names, summary=False),
+                  "\n".join(summary_section(table)), plots)
     except UsageError as error:
         print(f"{prog}: error: {error}", file=sys.stderr)
         return 2
@@ -544,7 +638,7 @@ def main(argv=None):
     print(f"{runs} runs in {len(table)} envs: wrote {args.out / 'results.md'}"
           + (f" and {args.out / args.plot_name}" if want_plot else "")
           + (f" and {args.out / args.beta_plot_name}" if want_beta else "")
-          + (f", and the tables into {args.into}" if args.into is not None else ""))
+          + (f", and the tables into {', '.join(map(str, args.into))}" if args.into else ""))
     return 0
 
 

@@ -3,6 +3,7 @@
 import csv
 import importlib
 import importlib.util
+import json
 import os
 import re
 import subprocess
@@ -280,3 +281,57 @@ def test_report_shows_the_evaluation_beside_the_training_score(suite, tmp_path):
     row = next(line for line in table.splitlines() if line.startswith("| `ppo_clip`"))
     fmt = importlib.import_module("benchmarks.report").fmt
     assert f"| {fmt(np.mean(means))} ± {fmt(np.std(means))} (2/2 seeds) |" in row
+
+
+def fake_run(run_dir, algorithm, seed, returns, evaluation=None, step=1024):
+    """A run directory as benchmarks/run.py leaves it, written by hand: `returns` are its
+    training episodes, `evaluation` the mean of its eval.json; `step` below 1024 is a
+    run still in progress."""
+    run_dir.mkdir(parents=True)
+    settings = {"seed": seed, "num_envs": 1, "num_steps": 512, "total_timesteps": 1024}
+    (run_dir / "config.json").write_text(json.dumps({"algorithm": algorithm, "settings": settings}))
+    (run_dir / "episodes.csv").write_text("global_step,return\n" + "".join(
+        f"{k + 1},{ret}\n" for k, ret in enumerate(returns)))
+    (run_dir / "progress.csv").write_text(f"global_step\n{step}\n")
+    if evaluation is not None:
+        (run_dir / "eval.json").write_text(json.dumps({"mean": evaluation, "model_step": step}))
+
+
+def test_report_summary_compares_each_metric_with_its_own_best_anchor(tmp_path):
+    report = importlib.import_module("benchmarks.report")
+    results = tmp_path / "results" / "Hopper-v5"
+    # ppo_clip: training scores 2,700 and 2,900 (mean 2,800 ≥ SB3's 2,754); the 100-episode
+    # window drops each run's first, much lower, episodes.
+    fake_run(results / "ppo_clip" / "seed1", "ppo_clip", 1, [0.0] * 50 + [2700.0] * 100, evaluation=3000.0)
+    fake_run(results / "ppo_clip" / "seed2", "ppo_clip", 2, [2900.0] * 100, evaluation=3100.0)
+    fake_run(results / "ppo_clip" / "seed3", "ppo_clip", 3, [9000.0] * 100, step=512)  # in progress: left out
+    # trpo: training 2,000 (≥ trpo_mpi's 1,913), evaluation 3,300 (< sb3-contrib's 3,372).
+    fake_run(results / "trpo" / "seed1", "trpo", 1, [2000.0] * 100, evaluation=3300.0)
+    table = report.collect(tmp_path / "results")
+    lines = report.summary_section(table)
+    assert lines[0] == "| env | seeds | `ppo_clip` train / eval | PPO anchors | `trpo` train / eval | TRPO anchors |"
+    assert lines[2] == ("| Hopper-v5 | 2/1 | **2,800 ± 100** / 3,050 ± 50.0 | SB3 PPO 2,754 (train) "
+                        "| **2,000** / 3,300 | Baselines trpo_mpi 1,913 (train); sb3-contrib TRPO 3,372 ± 215 (eval) |")
+    # --into: a README-like file takes the summary alone; a file with both pairs of
+    # markers gets the summary once, in its own place.
+    readme, bench = tmp_path / "README.md", tmp_path / "BENCH.md"
+    readme.write_text(f"intro\n{report.SUMMARY_BEGIN}\nstale\n{report.SUMMARY_END}\noutro\n")
+    bench.write_text(f"{report.SUMMARY_BEGIN}\n{report.SUMMARY_END}\nmiddle\n"
+                     f"{report.BEGIN_MARKER}\n{report.END_MARKER}\n")
+    result = tool("report", "results", "--out", "report", "--no-plots", "--into", readme, bench, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    summary = "\n".join(lines)
+    assert readme.read_text() == f"intro\n{report.SUMMARY_BEGIN}\n{summary}\n{report.SUMMARY_END}\noutro\n"
+    text = bench.read_text()
+    assert text.count(lines[2]) == 1 and "### Hopper-v5" in text and "Summary against the anchors" not in text
+    assert lines[2] in (tmp_path / "report" / "results.md").read_text()  # results.md has it too
+
+
+@pytest.mark.parametrize("page", ["README.md", "BENCHMARKS.md"])
+def test_the_summary_tables_are_those_of_the_committed_results(page):
+    """README.md and BENCHMARKS.md show report.py's summary of benchmarks/results as
+    committed: rerun report.py --into after adding results."""
+    report = importlib.import_module("benchmarks.report")
+    summary = "\n".join(report.summary_section(report.collect(REPO / "benchmarks" / "results")))
+    text = (REPO / page).read_text()
+    assert f"{report.SUMMARY_BEGIN}\n{summary}\n{report.SUMMARY_END}" in text
