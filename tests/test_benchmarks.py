@@ -217,6 +217,7 @@ def test_cg_quality_compares_iteration_counts_on_a_checkpoint(tmp_path):
     ("evaluate", ["nowhere"]),
     ("evaluate", ["nowhere", "--episodes", "many"]),
     ("warm_up", ["--envs", "NoSuchEnv-v0"]),
+    ("sb3_ppo", ["--seeds", "one"]),
 ])
 def test_bad_input_gets_one_line_and_a_nonzero_exit(tmp_path, name, args):
     result = tool(name, *args, cwd=tmp_path)
@@ -225,7 +226,7 @@ def test_bad_input_gets_one_line_and_a_nonzero_exit(tmp_path, name, args):
     assert not (tmp_path / "results").exists()
 
 
-@pytest.mark.parametrize("name", ["run", "report", "speed", "cg_quality", "evaluate", "warm_up"])
+@pytest.mark.parametrize("name", ["run", "report", "speed", "cg_quality", "evaluate", "warm_up", "sb3_ppo"])
 def test_help_states_every_default(name):
     result = tool(name, "--help", cwd=REPO)
     assert result.returncode == 0
@@ -335,3 +336,13 @@ def test_the_summary_tables_are_those_of_the_committed_results(page):
     summary = "\n".join(report.summary_section(report.collect(REPO / "benchmarks" / "results")))
     text = (REPO / page).read_text()
     assert f"{report.SUMMARY_BEGIN}\n{summary}\n{report.SUMMARY_END}" in text
+
+
+def test_the_sb3_anchor_script_says_when_sb3_is_missing(tmp_path, monkeypatch, capsys):
+    """Stable-Baselines3 is not a dependency: without it, one line saying so and exit 2."""
+    sb3_ppo = importlib.import_module("benchmarks.sb3_ppo")
+    monkeypatch.setitem(sys.modules, "stable_baselines3", None)  # `import` now fails
+    assert sb3_ppo.main(["--out", str(tmp_path / "out")]) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "cannot import stable_baselines3" in error
+    assert not (tmp_path / "out").exists()
