@@ -72,14 +72,17 @@ SOURCES = {
     "cleanrl": "CleanRL, `docs/benchmark/ppo_continuous_action.md` (github.com/vwxyzjn/cleanrl)",
     "baselines": "OpenAI Baselines, `benchmarks_mujoco1M.htm` (github.com/openai/baselines)",
     "sb3-contrib": "sb3-contrib, `docs/modules/trpo.md` (github.com/Stable-Baselines-Team/stable-baselines3-contrib)",
-    "here": "measured on this project's machine: Stable-Baselines3 PPO with its defaults plus "
-            "VecNormalize (observations and rewards), Hopper-v5, 1M steps, 1 seed",
+    "here": "measured on this project's machine: Stable-Baselines3 2.9.2 PPO with its defaults plus "
+            "VecNormalize (observations and rewards), Hopper-v5, 1M steps, seeds 1–3, both metrics "
+            "(`benchmarks/sb3_ppo.py`, runs in `benchmarks/anchors/sb3_ppo/`); an earlier single "
+            "seed, not reproducible from this repository, scored 2,754",
 }
 ANCHORS = {
     "Hopper-v5": {
         "PPO": [("cleanrl", "CleanRL PPO", 2383, 272, "train", "v4, 3 seeds"),
                 ("baselines", "Baselines ppo2", 2316, None, "train", "6 seeds"),
-                ("here", "SB3 PPO", 2754, None, "train", "v5, 1 seed, this machine")],
+                ("here", "SB3 PPO", 2728, 151, "train", "v5, 3 seeds, this machine"),
+                ("here", "SB3 PPO", 3559, 167, "eval", "v5, 3 seeds, this machine")],
         "TRPO": [("sb3-contrib", "sb3-contrib TRPO", 3372, 215, "eval", "v3, 3 seeds"),
                  ("baselines", "Baselines trpo_mpi", 1913, None, "train", "6 seeds")],
     },

@@ -301,7 +301,8 @@ def fake_run(run_dir, algorithm, seed, returns, evaluation=None, step=1024):
 def test_report_summary_compares_each_metric_with_its_own_best_anchor(tmp_path):
     report = importlib.import_module("benchmarks.report")
     results = tmp_path / "results" / "Hopper-v5"
-    # ppo_clip: training scores 2,700 and 2,900 (mean 2,800 ≥ SB3's 2,754); the 100-episode
+    # ppo_clip: training scores 2,700 and 2,900 (mean 2,800 ≥ SB3's 2,728), evaluations
+    # 3,000 and 3,100 (mean 3,050 < SB3's 3,559); the 100-episode
     # window drops each run's first, much lower, episodes.
     fake_run(results / "ppo_clip" / "seed1", "ppo_clip", 1, [0.0] * 50 + [2700.0] * 100, evaluation=3000.0)
     fake_run(results / "ppo_clip" / "seed2", "ppo_clip", 2, [2900.0] * 100, evaluation=3100.0)
@@ -311,7 +312,8 @@ def test_report_summary_compares_each_metric_with_its_own_best_anchor(tmp_path):
     table = report.collect(tmp_path / "results")
     lines = report.summary_section(table)
     assert lines[0] == "| env | seeds | `ppo_clip` train / eval | PPO anchors | `trpo` train / eval | TRPO anchors |"
-    assert lines[2] == ("| Hopper-v5 | 2/1 | **2,800 ± 100** / 3,050 ± 50.0 | SB3 PPO 2,754 (train) "
+    assert lines[2] == ("| Hopper-v5 | 2/1 | **2,800 ± 100** / 3,050 ± 50.0 "
+                        "| SB3 PPO 2,728 ± 151 (train); SB3 PPO 3,559 ± 167 (eval) "
                         "| **2,000** / 3,300 | Baselines trpo_mpi 1,913 (train); sb3-contrib TRPO 3,372 ± 215 (eval) |")
     # --into: a README-like file takes the summary alone; a file with both pairs of
     # markers gets the summary once, in its own place.
