@@ -356,9 +356,9 @@ def env_section(env, algos):
     return lines
 
 
-def markdown(table, results, plot_name, beta_name=None, summary=True):
-    """results.md: the summary table (unless `summary` is False), a table per env,
-    the anchors' sources and the plots' links."""
+def markdown(table, results, plot_name, beta_name, summary_lines):
+    """results.md: the summary table (`summary_lines`, left out when empty), a table per
+    env, the anchors' sources and the plots' links."""
     envs = ordered(table, env_order())
     lines = [
         "# Benchmark results", "",
@@ -370,7 +370,6 @@ def markdown(table, results, plot_name, beta_name=None, summary=True):
         "`in progress` with their current step. Every script runs with its default settings; a "
         "row marked **tuned** ran with the settings listed beside it, next to the default row.", "",
     ]
-    summary_lines = summary_section(table) if summary else []
     if summary_lines:
         lines += ["## Summary against the anchors", ""] + summary_lines + [""]
     for env in envs:
@@ -622,7 +621,8 @@ def main(argv=None):
         args.out.mkdir(parents=True, exist_ok=True)
         want_beta = want_plot and bool(penalty_runs(table))
         plot_names = (args.plot_name if want_plot else None, args.beta_plot_name if want_beta else None)
-        results_md = markdown(table, args.results, *plot_names)
+        summary = summary_section(table)
+        results_md = markdown(table, args.results, *plot_names, summary)
         (args.out / "results.md").write_text(results_md)
         plots = []
         if want_plot:
@@ -631,9 +631,9 @@ def main(argv=None):
         if want_beta:
             plot_beta(table, args.out / args.beta_plot_name)
             plots.append(args.out / args.beta_plot_name)
+        lean_md = markdown(table, args.results, *plot_names, []) if args.into else None
         for target in args.into:
-            embed(target, results_md, markdown(table, args.results, *plot_names, summary=False),
-                  "\n".join(summary_section(table)), plots)
+            embed(target, results_md, lean_md, "\n".join(summary), plots)
     except UsageError as error:
         print(f"{prog}: error: {error}", file=sys.stderr)
         return 2

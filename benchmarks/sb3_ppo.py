@@ -26,8 +26,10 @@ from pathlib import Path
 
 import numpy as np
 
-FINAL_EPISODES = 100  # the training score's window, as benchmarks/report.py
-EVAL_EPISODES = 20  # the RL Zoo's protocol, as benchmarks/evaluate.py
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script: find benchmarks/
+from benchmarks.evaluate import EPISODES as EVAL_EPISODES  # noqa: E402  (the RL Zoo's 20)
+from benchmarks.report import FINAL_EPISODES  # noqa: E402  (the training score's window, 100)
+
 EVAL_SEED_OFFSET = 10_000  # evaluation episodes use seeds no training episode used
 
 
