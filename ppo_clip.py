@@ -688,15 +688,20 @@ def world():
 
 def start_distributed(device_name):
     """The device to use, after joining torchrun's process group if torchrun started
-    us: NCCL when the ranks have GPUs (each its LOCAL_RANK's), gloo otherwise."""
+    us: each rank on its LOCAL_RANK's GPU when the ranks have GPUs, else on the CPU."""
     if device_name == "cuda" and not torch.cuda.is_available():
         raise UsageError("--device cuda was asked for but torch sees no CUDA device")
     device = torch.device("cuda" if device_name != "cpu" and torch.cuda.is_available() else "cpu")
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        backend = "gloo"
         if device.type == "cuda":
             device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
             torch.cuda.set_device(device)
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+            # NCCL carries CUDA tensors only, and some of what the ranks share lives on the
+            # CPU (the Ctrl-C flag, loss sums, the reward scaler's returns): one backend per
+            # device type sends each tensor where it is, rather than copying it over.
+            backend = "cpu:gloo,cuda:nccl"
+        dist.init_process_group(backend)
     return device
 
 

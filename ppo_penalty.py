@@ -83,8 +83,8 @@ def add_algorithm_settings(group):
         help="c in the loss c * max(0, KL - 2 d_targ)^2 that punishes overshoots at once "
              "(DPPO, arXiv 1707.02286, and modular_rl ppo.py; 0: off, section 4 alone)")
     add("--kl-stop-factor", type=positive_float, default=None,
-        help="stop the epochs once a minibatch's KL exceeds this many times --kl-target "
-             "(DPPO's workers, arXiv 1707.02286: 4)")
+        help="stop the epochs, without stepping, once a minibatch's KL exceeds this many "
+             "times --kl-target (DPPO's workers, arXiv 1707.02286: 4)")
     add("--ent-coef", type=nonnegative_float, default=0.0, help="entropy coefficient c2")
     add("--vf-coef", type=nonnegative_float, default=0.5, help="value loss coefficient c1 (ppo2)")
     add("--max-grad-norm", type=positive_float, default=0.5, help="clip the gradient norm (ppo2)")
@@ -495,23 +495,25 @@ def update(agent, optimizers, state, batch, args, progress):
     with torch.no_grad():
         # pi_old: the normalizer has not moved since the rollout was scored (collect_rollout).
         old_dist = agent.policy_from_normalized(x)  # batch shape (B,)
-    sums, steps, stop = torch.zeros(3), 0, False  # sums of the policy loss, value loss, entropy
+    sums, measured, stop = torch.zeros(3), 0, False  # sums of the policy loss, value loss, entropy
     for epoch in range(args.update_epochs):
         order = torch.randperm(batch_size, device=batch.obs.device)
         for start in range(0, batch_size, minibatch_size):
             mb = order[start:start + minibatch_size]
             loss, parts = minibatch_loss(agent, x, batch, mb, args, old_dist, beta)
+            sums, measured = sums + parts[:3].cpu(), measured + 1
+            # The early stop tests the KL *before* stepping, as DPPO's workers do (Heess et al.
+            # 2017, appendix A, the worker's loop): a policy already past the cutoff takes no step.
+            stop = (args.kl_stop_factor is not None
+                    and all_reduce_mean_(parts[3]).item() > args.kl_stop_factor * args.kl_target)
+            if stop:  # far past the target: beta is too small, more steps would overshoot
+                break
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             average_gradients(params)  # the same step on every rank (no-op in one process)
             # One global norm over both networks: a rare huge gradient cannot wreck the policy.
             nn.utils.clip_grad_norm_(params, args.max_grad_norm)
             optimizer.step()
-            sums, steps = sums + parts[:3].cpu(), steps + 1
-            stop = (args.kl_stop_factor is not None
-                    and all_reduce_mean_(parts[3]).item() > args.kl_stop_factor * args.kl_target)
-            if stop:  # far past the target: beta is too small, more steps would overshoot
-                break
         if stop:
             break
     with torch.no_grad():
@@ -520,7 +522,7 @@ def update(agent, optimizers, state, batch, args, progress):
         kl = all_reduce_mean_(kl).item()  # every rank adapts beta from the same d
     if args.adaptive_beta:
         state["beta"] = adapt_beta(beta, kl, args.kl_target)  # used from the next update on
-    means = all_reduce_mean_(sums / steps).tolist()
+    means = all_reduce_mean_(sums / measured).tolist()
     return {"learning_rate": lr, "policy_loss": means[0], "value_loss": means[1],
             "entropy": means[2], "kl": kl, "beta": beta, "next_beta": state["beta"],
             "epochs": epoch + 1}
@@ -753,15 +755,20 @@ def world():
 
 def start_distributed(device_name):
     """The device to use, after joining torchrun's process group if torchrun started
-    us: NCCL when the ranks have GPUs (each its LOCAL_RANK's), gloo otherwise."""
+    us: each rank on its LOCAL_RANK's GPU when the ranks have GPUs, else on the CPU."""
     if device_name == "cuda" and not torch.cuda.is_available():
         raise UsageError("--device cuda was asked for but torch sees no CUDA device")
     device = torch.device("cuda" if device_name != "cpu" and torch.cuda.is_available() else "cpu")
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        backend = "gloo"
         if device.type == "cuda":
             device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
             torch.cuda.set_device(device)
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+            # NCCL carries CUDA tensors only, and some of what the ranks share lives on the
+            # CPU (the Ctrl-C flag, loss sums, the reward scaler's returns): one backend per
+            # device type sends each tensor where it is, rather than copying it over.
+            backend = "cpu:gloo,cuda:nccl"
+        dist.init_process_group(backend)
     return device
 
 

@@ -2,15 +2,22 @@
 
     python benchmarks/cg_quality.py benchmarks/results/Hopper-v5/trpo/seed1/model.pt
 
-trpo.py solves F s = g for its step direction with --cg-iters iterations of
-conjugate gradient (10 by default, as in the TRPO paper). This tool loads a
+trpo.py solves (F + lambda I) s = g for its step direction with --cg-iters
+iterations of conjugate gradient (25 by default; 10 in the TRPO paper), F being
+damped by lambda = --cg-damping. This tool loads a
 trpo.py checkpoint, plays one batch with its policy, solves the same system
 far more precisely (the reference s*), and prints for each k: CG's relative
 residual ||F s_k - g|| / ||g||, the cosine between s_k and s*, and the gain
 that the linear model predicts for the maximal step along s_k,
 sqrt(2 delta / s_k^T F s_k) * g^T s_k, the quantity a TRPO step improves
 first. As k grows that gain rises to the natural gradient's; the ratio says how
-much of each step's possible progress k iterations leave behind.
+much of each step's possible progress k iterations leave behind. (F here is the
+damped matrix, as in trpo.py.)
+
+It then measures what the damping does to the step's length: trpo.py sizes the
+step with s^T (F + lambda I) s, so the quadratic model's KL of the full step is
+delta * s^T F s / s^T (F + lambda I) s, below delta. It prints that ratio, the
+model's KL and the KL measured after taking the full step.
 
 Uses trpo.py's own functions (GAE, Fisher-vector product, CG) with the
 checkpoint's settings. One simplification: an episode cut by the time limit is
@@ -120,6 +127,19 @@ def main(argv=None):
         cosine = ((s @ reference) / (s.norm() * reference.norm())).item()
         gain = predicted_gain(s)
         print(f"{iters:>8}  {residual:>13.3f}  {cosine:>10.3f}  {gain:>14.4f}  {gain / best:>6.0%}")
+
+    # The step trpo.update takes: CG's s at the run's --cg-iters, scaled by sqrt(2 delta / s^T (F + lambda I) s).
+    s = trpo.conjugate_gradient(fvp, g, settings["cg_iters"], trpo.CG_RESIDUAL_TOL)
+    damped = (s @ fvp(s)).item()
+    ratio = (damped - settings["cg_damping"] * (s @ s).item()) / damped  # s^T F s / s^T (F + lambda I) s
+    theta_old = trpo.flat_params(params)
+    trpo.set_flat_params(params, theta_old + math.sqrt(2.0 * settings["max_kl"] / damped) * s)
+    with torch.no_grad():
+        measured = trpo.mean_kl(old_dist, agent.distribution(obs)).item()
+    trpo.set_flat_params(params, theta_old)  # last: kl_grad's graph holds the old parameters
+    print(f"full step at {settings['cg_iters']} CG iterations: s^T F s / s^T (F + lambda I) s = {ratio:.2f}; "
+          f"KL of the quadratic model {settings['max_kl'] * ratio:.4f}, measured {measured:.4f} "
+          f"(delta {settings['max_kl']})")
     return 0
 
 

@@ -98,3 +98,55 @@ def test_a_budget_below_one_global_batch_is_refused(tmp_path):
     assert result.returncode != 0
     assert "--total-timesteps 100 is less than one batch of 128 steps" in result.stderr
     assert not (tmp_path / "run").exists()  # (torchrun's launcher adds its own report of the exit)
+
+
+def cuda_backend_worker(rank, port, script, out):
+    """A rank on a machine with GPUs, as far as start_distributed can tell: CUDA is said to be
+    there, and the process group gets the device-to-backend map the script asks for, with gloo
+    standing in for NCCL on `cuda` (it serves that device type only, as NCCL does). Then every
+    collective helper runs on the CPU tensors that the scripts hand it."""
+    import os
+    from unittest import mock
+    os.environ.update(WORLD_SIZE="2", RANK=str(rank), LOCAL_RANK=str(rank),
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    module, asked, real_init = load(script), [], dist.init_process_group
+
+    def init_with_gloo_for_nccl(backend):
+        asked.append(backend)
+        real_init("cuda:gloo" if backend == "nccl" else backend.replace("nccl", "gloo"))
+
+    with mock.patch.object(torch.cuda, "is_available", return_value=True), \
+            mock.patch.object(torch.cuda, "set_device"), \
+            mock.patch.object(dist, "init_process_group", init_with_gloo_for_nccl):
+        device = module.start_distributed("auto")
+    results = {"device": str(device), "backend": asked}
+    try:
+        results["any_rank"] = module.any_rank(rank == 1)  # stop_requested, every iteration
+        results["mean"] = module.all_reduce_mean_(torch.full((4,), float(rank))).tolist()
+        results["rows"] = module.all_gather_rows(torch.full((2, 3), float(rank))).shape
+        results["lists"] = module.gather_lists([rank])
+        scaler = module.RewardScaler(1, 0.99, 10.0)
+        scaler.observe(torch.ones(4, 1), torch.zeros(4, 1))  # its returns are NumPy, on the CPU
+        results["scaler_count"] = scaler.count.item()
+        net = torch.nn.Linear(2, 1)
+        net(torch.ones(1, 2)).sum().backward()
+        module.average_gradients(list(net.parameters()))
+        module.broadcast_state(net)
+    except RuntimeError as error:
+        results["error"] = str(error).splitlines()[0]
+    torch.save(results, out / f"rank{rank}.pt")
+    dist.destroy_process_group()  # no barrier: after an error it would fail the same way
+
+
+def test_ranks_on_gpus_can_share_cpu_tensors(tmp_path):
+    """NCCL serves CUDA tensors only; the Ctrl-C flag, the loss sums and the reward scaler's
+    returns are CPU tensors, so a group started as plain "nccl" failed on the first update."""
+    mp.spawn(cuda_backend_worker, args=(free_port(), "ppo_clip", tmp_path), nprocs=2)
+    for rank in range(2):
+        results = torch.load(tmp_path / f"rank{rank}.pt", weights_only=False)
+        assert "error" not in results, results["error"]
+        assert results["device"] == f"cuda:{rank}"
+        assert results["backend"] == ["cpu:gloo,cuda:nccl"]
+        assert results["any_rank"] is True and results["mean"] == [0.5] * 4
+        assert results["rows"] == (4, 3) and results["lists"] == [0, 1]
+        assert results["scaler_count"] == 8

@@ -124,16 +124,43 @@ def test_fixed_beta_and_early_stop():
     torch.manual_seed(0)
     agent = ppo_penalty.Agent(obs_dim=3, action_dim=2, continuous=False, norm_obs=False)
     batch = make_batch(agent, 64, 3, torch.Generator().manual_seed(1))
-    # A KL target so low that any move exceeds it: adaptive beta would double,
-    # and the early stop fires on the first minibatch after the policy moved.
+    # A KL target so low that any move exceeds it (yet above the float32 rounding of
+    # KL(pi_old || pi_old), about 1e-8): adaptive beta would double, and the early stop
+    # fires on the first minibatch after the policy moved.
     args = ppo_penalty.parse_args(["--num-steps", "64", "--num-minibatches", "4", "--update-epochs", "5",
                                    "--total-timesteps", "64", "--no-adaptive-beta", "--beta-init", "3",
-                                   "--kl-target", "1e-12", "--kl-stop-factor", "1", "--learning-rate", "0.01"])
+                                   "--kl-target", "1e-6", "--kl-stop-factor", "1", "--learning-rate", "0.01"])
     state = ppo_penalty.initial_algorithm_state(args)
     stats = ppo_penalty.update(agent, ppo_penalty.make_optimizers(agent, args), state, batch, args, 0.0)
     assert state == {"beta": 3.0}
     assert stats["beta"] == stats["next_beta"] == 3.0
     assert stats["epochs"] == 1
+
+
+def test_the_kl_stop_takes_no_step_from_a_policy_past_the_cutoff(monkeypatch):
+    """DPPO's workers test the KL before they step: once a minibatch measures a KL past
+    the cutoff, that minibatch's step is not taken (the review's instrumented run took it)."""
+    torch.manual_seed(0)
+    agent = ppo_penalty.Agent(obs_dim=3, action_dim=2, continuous=False, norm_obs=False)
+    batch = make_batch(agent, 64, 3, torch.Generator().manual_seed(1))
+    args = ppo_penalty.parse_args(["--num-steps", "64", "--num-minibatches", "4", "--update-epochs", "10",
+                                   "--total-timesteps", "64", "--kl-target", "0.002", "--kl-stop-factor", "1",
+                                   "--kl-hinge-coef", "0", "--learning-rate", "0.01"])
+    measured, kl_before_step = [], []  # each minibatch's KL; the last one measured before each step
+    minibatch_loss = ppo_penalty.minibatch_loss
+
+    def recording(*a, **kw):
+        loss, parts = minibatch_loss(*a, **kw)
+        measured.append(parts[3].item())
+        return loss, parts
+
+    monkeypatch.setattr(ppo_penalty, "minibatch_loss", recording)
+    optimizers = ppo_penalty.make_optimizers(agent, args)
+    optimizers["adam"].register_step_pre_hook(lambda *_: kl_before_step.append(measured[-1]))
+    stats = ppo_penalty.update(agent, optimizers, ppo_penalty.initial_algorithm_state(args), batch, args, 0.0)
+    assert stats["epochs"] < 10 and measured[-1] > 0.002  # the stop fired ...
+    assert len(kl_before_step) == len(measured) - 1  # ... and its minibatch took no step
+    assert max(kl_before_step) <= 0.002
 
 
 def test_select_rows_is_the_distribution_of_those_rows():
