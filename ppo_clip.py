@@ -51,6 +51,14 @@ ALGORITHM = "ppo_clip"
 DESCRIPTION = "PPO with the clipped surrogate objective (arXiv 1707.06347)."
 
 
+# For ALE/* ids (Atari) these defaults replace the usual ones; a flag given still wins.
+ATARI_SOURCE = "the PPO paper's Table 5 (40M frames = 10M steps); Mnih et al. 2015's reward signs"
+ATARI_SETTINGS = {"total_timesteps": 10_000_000, "num_envs": 8, "num_steps": 128,
+                  "update_epochs": 3, "num_minibatches": 4,  # minibatch 32 x 8 = 1024 / 4
+                  "learning_rate": 2.5e-4, "anneal_lr": True, "clip_coef": 0.1, "anneal_clip": True,
+                  "vf_coef": 1.0, "ent_coef": 0.01, "norm_reward": False, "sign_rewards": True}
+
+
 def add_algorithm_settings(group):
     """PPO-clip's settings. Defaults: PPO paper Table 3 (MuJoCo), unless noted."""
     add, on_off = group.add_argument, argparse.BooleanOptionalAction
@@ -61,6 +69,10 @@ def add_algorithm_settings(group):
     add("--num-minibatches", type=positive_int, default=32,
         help="minibatches per epoch: 2048 steps / 32 = the paper's minibatch of 64")
     add("--clip-coef", type=positive_float, default=0.2, help="epsilon: the ratio's clip range")
+    add("--anneal-clip", action=on_off, default=False,
+        help="decay epsilon linearly to 0 with the step size (the paper's Atari setting)")
+    add("--clip", action=on_off, default=True, help="off: the unclipped surrogate r_t A_t, "
+        "the paper's 'No clipping or penalty' (Table 1), for comparison only")
     add("--clip-vloss", action=on_off, default=False,
         help="clip the value step to the same range (ppo2; no help: Andrychowicz et al. 2021)")
     add("--ent-coef", type=nonnegative_float, default=0.0, help="entropy coefficient c2")
@@ -77,6 +89,8 @@ POLICY_HEAD_GAIN = 0.01  # near-zero logits / means: the first policy is near un
 VALUE_HEAD_GAIN = 1.0
 HIDDEN_GAIN = math.sqrt(2)  # OpenAI baselines' scale for hidden layers, as in every PPO copying it
 STD_EPSILON = 1e-8  # keeps the normalizer's division finite for a constant feature
+PIXEL_MAX = 255.0  # images are uint8: dividing by this scales them to [0, 1]
+MIN_IMAGE_SIZE = 20  # the smallest side that cnn's two strided convolutions can take
 
 
 class RunningMeanStd(nn.Module):
@@ -115,36 +129,65 @@ def mlp(in_dim, hidden_sizes, out_dim, out_gain):
     return nn.Sequential(*layers[:-1])  # no Tanh after the output layer
 
 
-class Agent(nn.Module):
-    """Separate policy and value MLPs, with the observation normalizer inside: its
-    statistics are buffers, saved with the weights, so a loaded agent sees observations
-    exactly as in training. They change only through `obs_rms.update`, which training
-    calls between updates. Methods take raw observations (B, obs_dim), but for the
-    *_from_normalized ones. Policy: categorical over logits (Discrete), or a diagonal
-    Gaussian with a learned, state-independent log-std (Box; PPO paper section 6.1)."""
+def cnn(channels, height, width, out_dim, out_gain):
+    """The convolutional network of Mnih et al. 2016 (A3C), which the PPO paper used for
+    Atari: 16 8x8 filters with stride 4, 32 4x4 filters with stride 2, 256 units, ReLUs.
+    Images (B, channels, height, width) in [0, 1]; initialized as mlp is."""
+    conv_out = [((size - 8) // 4 + 1 - 4) // 2 + 1 for size in (height, width)]  # after both convs
+    layers = [nn.Conv2d(channels, 16, 8, stride=4), nn.ReLU(), nn.Conv2d(16, 32, 4, stride=2),
+              nn.ReLU(), nn.Flatten(), nn.Linear(32 * conv_out[0] * conv_out[1], 256), nn.ReLU(),
+              nn.Linear(256, out_dim)]
+    for layer in layers:
+        if isinstance(layer, (nn.Conv2d, nn.Linear)):
+            nn.init.orthogonal_(layer.weight, out_gain if layer is layers[-1] else HIDDEN_GAIN)
+            nn.init.zeros_(layer.bias)
+    return nn.Sequential(*layers)
 
-    def __init__(self, obs_dim, action_dim, continuous, hidden_sizes=(64, 64), norm_obs=True,
+
+class Agent(nn.Module):
+    """Separate policy and value networks: MLPs for vectors (obs_shape (obs_dim,)), the
+    CNN for images (obs_shape (C, H, W), or (H, W, C) for channels-last). A vector agent
+    holds its observation normalizer: its statistics are buffers, saved with the weights,
+    so a loaded agent sees observations exactly as in training. They change only through
+    `obs_rms.update`, which training calls between updates; images are only scaled to
+    [0, 1]. Methods take raw observations (B, *obs_shape), but for the *_from_normalized
+    ones. Policy: categorical over logits (Discrete), or a diagonal Gaussian with a
+    learned, state-independent log-std (Box; PPO paper section 6.1)."""
+
+    def __init__(self, obs_shape, action_dim, continuous, hidden_sizes=(64, 64), norm_obs=True,
                  obs_clip=10.0):
         super().__init__()
-        self.config = {"obs_dim": obs_dim, "action_dim": action_dim, "continuous": continuous,
-                       "hidden_sizes": list(hidden_sizes), "norm_obs": norm_obs,
-                       "obs_clip": obs_clip}  # what load_agent rebuilds the agent from
-        self.continuous, self.norm_obs, self.obs_clip = continuous, norm_obs, obs_clip
-        self.obs_rms = RunningMeanStd((obs_dim,))
-        self.critic = mlp(obs_dim, hidden_sizes, 1, VALUE_HEAD_GAIN)
-        self.actor = mlp(obs_dim, hidden_sizes, action_dim, POLICY_HEAD_GAIN)
+        self.config = {"obs_shape": list(obs_shape), "action_dim": action_dim,
+                       "continuous": continuous, "hidden_sizes": list(hidden_sizes),
+                       "norm_obs": norm_obs, "obs_clip": obs_clip}  # load_agent rebuilds from it
+        self.image = len(obs_shape) == 3
+        self.continuous, self.obs_clip = continuous, obs_clip
+        self.norm_obs = norm_obs and not self.image  # images are scaled instead
+        if self.image:
+            # Channels come first or last; either way they are the smallest dimension.
+            self.channels_last = obs_shape[-1] < obs_shape[0]
+            c, h, w = (obs_shape[2], *obs_shape[:2]) if self.channels_last else obs_shape
+            self.critic = cnn(c, h, w, 1, VALUE_HEAD_GAIN)
+            self.actor = cnn(c, h, w, action_dim, POLICY_HEAD_GAIN)
+        else:
+            self.obs_rms = RunningMeanStd(tuple(obs_shape))
+            self.critic = mlp(obs_shape[0], hidden_sizes, 1, VALUE_HEAD_GAIN)
+            self.actor = mlp(obs_shape[0], hidden_sizes, action_dim, POLICY_HEAD_GAIN)
         if continuous:
             # std = 1 at the start: wide exploration over actions scaled to about [-1, 1].
             self.actor_logstd = nn.Parameter(torch.zeros(action_dim))
 
-    def normalize(self, obs):  # (B, obs_dim) -> (B, obs_dim)
+    def normalize(self, obs):  # (B, *obs_shape) -> the networks' input
+        if self.image:  # uint8 (B, C, H, W) or (B, H, W, C) -> float (B, C, H, W) in [0, 1]
+            x = obs.float() / PIXEL_MAX
+            return x.permute(0, 3, 1, 2) if self.channels_last else x
         if not self.norm_obs:
             return obs
         std = torch.sqrt(self.obs_rms.var + STD_EPSILON)
         # Clipping bounds what one outlier state can do to the first layer.
         return ((obs - self.obs_rms.mean) / std).clamp(-self.obs_clip, self.obs_clip).to(obs.dtype)
 
-    def value_from_normalized(self, x):  # (B, obs_dim) -> (B,)
+    def value_from_normalized(self, x):  # the normalized (B, ...) -> (B,)
         return self.critic(x).squeeze(-1)
 
     def policy_from_normalized(self, x):  # pi(.|s), batch shape (B,)
@@ -196,7 +239,7 @@ def make_vector_env(env_id, num_envs, vector, video_dir=None):
 @dataclasses.dataclass
 class Rollout:
     """One batch of experience: num_steps (T) steps of num_envs (N) environments."""
-    obs: torch.Tensor  # (T, N, obs_dim) raw observations s_t
+    obs: torch.Tensor  # (T, N, *obs_shape) raw observations s_t; images stay uint8
     actions: torch.Tensor  # (T, N) for Discrete, (T, N, action_dim) for Box; unclipped samples
     logprobs: torch.Tensor  # (T, N) log pi_old(a_t | s_t)
     values: torch.Tensor  # (T, N) V(s_t) under the value network that acted
@@ -210,21 +253,27 @@ class Rollout:
         def zeros(*trailing):  # (T, N, *trailing)
             return torch.zeros((num_steps, num_envs, *trailing), device=device)
         actions = zeros(spaces["action_dim"]) if spaces["continuous"] else zeros().long()
-        return cls(obs=zeros(spaces["obs_dim"]), actions=actions, logprobs=zeros(),
+        obs = zeros(*spaces["obs_shape"])
+        obs = obs.to(torch.uint8) if len(spaces["obs_shape"]) == 3 else obs  # 4x less memory
+        return cls(obs=obs, actions=actions, logprobs=zeros(),
                    values=zeros(), rewards=zeros(), dones=zeros(), bootstrap=zeros(),
                    next_value=torch.zeros(num_envs, device=device))
 
 
 @torch.no_grad()
 def collect_rollout(envs, agent, buf, obs, gamma, episodes, warm_up=False):
-    """Fill `buf` with T steps of every env, starting from observations `obs` (N, obs_dim),
+    """Fill `buf` with T steps of every env, starting from observations `obs` (N, ...),
     and return the observations to start the next rollout from. `episodes` (Part 2)
-    keeps the raw returns for the logs, whatever reward scaling the learner sees.
+    keeps the raw returns of whole games for the logs, whatever the learner sees.
     `warm_up` seeds the observation normalizer from this rollout before it is scored."""
     device, action_space = buf.obs.device, envs.single_action_space
     # Per-step data is staged in NumPy and copied to the buffer once at the end:
     # writing a NumPy row costs far less than a small torch copy, T times over.
-    obs_np = np.empty(buf.obs.shape, dtype=np.float32)  # (T, N, obs_dim)
+    obs_np = np.empty(buf.obs.shape, dtype=np.uint8 if buf.obs.dtype == torch.uint8 else np.float32)
+
+    def as_input(o):  # observations as the agent takes them: float32, or uint8 images
+        return torch.as_tensor(np.asarray(o, dtype=obs_np.dtype), device=device)
+
     rewards_np, dones_np = (np.empty(buf.rewards.shape, dtype=np.float32) for _ in range(2))
     cuts = []  # (t, which envs a time limit cut at step t, their final observations)
     for t in range(buf.rewards.shape[0]):
@@ -242,7 +291,9 @@ def collect_rollout(envs, agent, buf, obs, gamma, episodes, warm_up=False):
         cut = truncated & ~terminated
         if cut.any():
             cuts.append((t, cut, np.stack(infos["final_obs"][cut])))
-        episodes.step(reward, done)
+        # A lost life (Atari, Part 2) ends the episode for GAE, not the game the logs count.
+        life_lost = infos.get("final_info", {}).get("life_lost", np.zeros_like(done))
+        episodes.step(reward, done & ~life_lost)
     for tensor, array in ((buf.obs, obs_np), (buf.rewards, rewards_np), (buf.dones, dones_np)):
         tensor.copy_(torch.from_numpy(array))
     if warm_up:
@@ -252,16 +303,16 @@ def collect_rollout(envs, agent, buf, obs, gamma, episodes, warm_up=False):
         agent.obs_rms.update(all_gather_rows(buf.obs.flatten(0, 1)))
     # Scored in batched passes after the steps: the networks did not change during them,
     # so these are the numbers each step would have computed, at a fraction of the cost.
-    x = agent.normalize(buf.obs.flatten(0, 1))  # (T * N, obs_dim)
+    x = agent.normalize(buf.obs.flatten(0, 1))  # (T * N, ...)
     logprobs = agent.policy_from_normalized(x).log_prob(buf.actions.flatten(0, 1))  # (T * N,)
     buf.logprobs.copy_(logprobs.view_as(buf.logprobs))
     buf.values.copy_(agent.value_from_normalized(x).view_as(buf.values))
-    buf.next_value.copy_(agent.get_value(torch.as_tensor(obs, dtype=torch.float32, device=device)))
+    buf.next_value.copy_(agent.get_value(as_input(obs)))
     # A time limit stops the episode in a state that is not terminal: its value
     # V(s_final) belongs in the return (Pardo et al. 2018, "Time Limits in RL").
     buf.bootstrap.zero_()
     for t, cut, final_obs in cuts:
-        value = agent.get_value(torch.as_tensor(final_obs, dtype=torch.float32, device=device))
+        value = agent.get_value(as_input(final_obs))
         buf.bootstrap[t, torch.as_tensor(cut, device=device)] = gamma * value
     return obs
 # === end shared ===
@@ -328,7 +379,7 @@ def compute_gae(rewards, values, dones, next_value, gamma, gae_lambda):
 @dataclasses.dataclass
 class Batch:
     """A rollout flattened over (T, N) into B = T * N samples for the update."""
-    obs: torch.Tensor  # (B, obs_dim)
+    obs: torch.Tensor  # (B, *obs_shape)
     actions: torch.Tensor  # (B,) or (B, action_dim)
     logprobs: torch.Tensor  # (B,)
     values: torch.Tensor  # (B,)
@@ -336,14 +387,15 @@ class Batch:
     returns: torch.Tensor  # (B,) the value targets
 
 
-def make_batch(buf, reward_scaler, gamma, gae_lambda):
-    """Rollout -> flat batch with GAE advantages and value targets. The reward scaler
-    first takes in this rollout's rewards, so the first batch of a run is already
-    scaled. The time-limit bootstrap gamma * V(s_final) is added after scaling: V is
-    learned in scaled units."""
-    rewards = buf.rewards
+def make_batch(buf, reward_scaler, gamma, gae_lambda, sign_rewards=False):
+    """Rollout -> flat batch with GAE advantages and value targets. With `sign_rewards` the
+    learner sees each reward's sign alone (Mnih et al. 2015's Atari clipping, used by the
+    PPO paper): games score on scales far apart. The reward scaler first takes in this
+    rollout's rewards, so the first batch of a run is already scaled. The time-limit
+    bootstrap gamma * V(s_final) is added after scaling: V is learned in scaled units."""
+    rewards = buf.rewards.sign() if sign_rewards else buf.rewards
     if reward_scaler is not None:
-        reward_scaler.observe(buf.rewards, buf.dones)
+        reward_scaler.observe(rewards, buf.dones)
         rewards = reward_scaler.scale(rewards)
     advantages, returns = compute_gae(rewards + buf.bootstrap, buf.values, buf.dones,
                                       buf.next_value, gamma, gae_lambda)
@@ -410,42 +462,48 @@ def approx_kl(agent, x, batch):
     return all_reduce_mean_(((logratio.exp() - 1) - logratio).mean()).item()
 
 
-def minibatch_loss(agent, x, batch, mb, args):
-    """-(L^CLIP - c1 L^VF + c2 S), PPO paper eq. 9, on rows `mb` of x (B, obs_dim), the normalized
-    observations; the loss and, detached, (policy loss, value loss, entropy, clip fraction)."""
+def minibatch_loss(agent, x, batch, mb, args, clip_coef):
+    """-(L^CLIP - c1 L^VF + c2 S), PPO paper eq. 9, on rows `mb` of x, the normalized batch,
+    with epsilon = clip_coef; the loss and, detached, (policy loss, value loss, entropy,
+    clip fraction)."""
     dist = agent.policy_from_normalized(x[mb])
     logprob, entropy = dist.log_prob(batch.actions[mb]), dist.entropy()  # (M,) each
     value = agent.value_from_normalized(x[mb])  # (M,)
     logratio = logprob - batch.logprobs[mb]
     ratio = logratio.exp()  # r_t(theta) = pi(a|s) / pi_old(a|s)
     mb_adv = normalize_advantages(batch.advantages[mb]) if args.norm_adv else batch.advantages[mb]
-    pg_loss = clipped_surrogate(ratio, mb_adv, args.clip_coef)
+    pg_loss = clipped_surrogate(ratio, mb_adv, clip_coef)
     v_loss = value_loss(value, batch.values[mb], batch.returns[mb],
-                        args.clip_coef if args.clip_vloss else None)
+                        clip_coef if args.clip_vloss else None)
     entropy = entropy.mean()
     loss = pg_loss - args.ent_coef * entropy + args.vf_coef * v_loss
     with torch.no_grad():
-        clip_fraction = ((ratio - 1).abs() > args.clip_coef).float().mean()
+        clip_fraction = ((ratio - 1).abs() > clip_coef).float().mean()
         return loss, torch.stack([pg_loss, v_loss, entropy, clip_fraction])
 
 
 def update(agent, optimizers, state, batch, args, progress):
     """K epochs of minibatch Adam steps on minibatch_loss (PPO paper Algorithm 1); `progress`
-    sets the step size under --anneal-lr. Returns the diagnostics logged in progress.csv."""
+    sets the step size and epsilon under --anneal-lr and --anneal-clip. Returns the
+    diagnostics logged in progress.csv."""
     optimizer = optimizers["adam"]
-    lr = args.learning_rate * (1.0 - progress) if args.anneal_lr else args.learning_rate
+    alpha = 1.0 - progress  # the paper's Atari schedule (Table 5): alpha falls from 1 to 0
+    lr = args.learning_rate * alpha if args.anneal_lr else args.learning_rate
+    clip_coef = args.clip_coef * alpha if args.anneal_clip else args.clip_coef
+    clip_coef = clip_coef if args.clip else math.inf  # clamp(r, -inf, inf) = r: no clipping
     for group in optimizer.param_groups:
         group["lr"] = lr
     batch_size = batch.obs.shape[0]
     minibatch_size = batch_size // args.num_minibatches
     params = list(agent.parameters())  # once: walking the module tree per step costs more
     # Normalize the whole batch once: the statistics stay frozen until the update is over.
-    x = agent.normalize(batch.obs)  # (B, obs_dim)
+    x = agent.normalize(batch.obs)  # (B, ...)
     sums, steps = torch.zeros(4), 0  # sums of minibatch_loss's parts
     for epoch in range(args.update_epochs):
         order = torch.randperm(batch_size, device=batch.obs.device)
         for start in range(0, batch_size, minibatch_size):
-            loss, parts = minibatch_loss(agent, x, batch, order[start:start + minibatch_size], args)
+            mb = order[start:start + minibatch_size]
+            loss, parts = minibatch_loss(agent, x, batch, mb, args, clip_coef)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             average_gradients(params)  # the same step on every rank (no-op in one process)
@@ -481,11 +539,11 @@ def train(args):
         batch_size = args.num_envs * args.num_steps * run.world_size  # all ranks together
         while run.global_step + batch_size <= args.total_timesteps and not run.stop_requested():
             progress = run.schedule_progress()  # fraction of the step-size schedule done
-            warm_up = args.norm_obs and run.global_step == 0  # a fresh run's first rollout
+            warm_up = agent.norm_obs and run.global_step == 0  # a fresh run's first rollout
             obs = collect_rollout(envs, agent, buf, obs, args.gamma, run.episodes, warm_up)
-            batch = make_batch(buf, reward_scaler, args.gamma, args.gae_lambda)
+            batch = make_batch(buf, reward_scaler, args.gamma, args.gae_lambda, args.sign_rewards)
             stats = update(agent, optimizers, algorithm_state, batch, args, progress)
-            if args.norm_obs and not warm_up:
+            if agent.norm_obs and not warm_up:
                 # Only now, after the update: the acting policy and pi_old normalized alike.
                 # Every rank merges every rank's observations, so all normalize alike.
                 agent.obs_rms.update(all_gather_rows(batch.obs))
@@ -508,8 +566,8 @@ def train(args):
 def add_shared_settings(parser):
     """The settings of every script. Defaults: PPO paper Table 3 (MuJoCo), unless noted."""
     add, on_off = parser.add_argument, argparse.BooleanOptionalAction
-    add("--env", default="CartPole-v1", help="Gymnasium id; Box observations, Discrete or Box "
-        "actions (--eval: the model's)")
+    add("--env", default="CartPole-v1", help="Gymnasium id: vector or image observations, "
+        "Discrete or Box actions; ALE/* ids (Atari) take the Atari defaults (--eval: the model's)")
     add("--seed", type=int, default=1, help="seed of Python, NumPy, torch and the environments")
     add("--total-timesteps", type=positive_int, default=1_000_000,
         help="environment steps in all, rounded down to whole batches (PPO paper, MuJoCo)")
@@ -525,11 +583,15 @@ def add_shared_settings(parser):
         help="divide rewards by the running std of the discounted return (VecNormalize)")
     add("--obs-clip", type=positive_float, default=10.0, help="clip normalized obs to +-this")
     add("--reward-clip", type=positive_float, default=10.0, help="clip scaled rewards to +-this")
+    add("--sign-rewards", action=on_off, default=False,
+        help="learn from each reward's sign alone; the logs keep raw scores (Mnih et al. 2015)")
     add("--vector", choices=["sync", "async"], default="sync",
         help="step the envs in this process (sync) or in a subprocess each (async)")
-    add("--device", choices=["auto", "cpu", "cuda"], default="auto", help="auto: cuda if available")
+    add("--device", choices=["auto", "cpu", "cuda"], default="auto",
+        help="auto: cuda, if there is one, for images; the cpu for vectors (small MLPs are "
+             "slower on a GPU)")
     add("--torch-threads", type=positive_int, default=1,
-        help="torch intra-op threads: for 64-unit networks more threads only contend")
+        help="torch intra-op threads: for small networks more threads only contend")
     add("--run-dir", help="a new directory (None: runs/<env>__<algorithm>__<seed>__<time>)")
     add("--checkpoint-every", type=positive_int, default=10,
         help="save model.pt every this many updates, at the end and on Ctrl-C")
@@ -572,12 +634,15 @@ NOT_SAVED = {"resume", "eval", "eval_episodes", "stochastic_eval", "run_dir"}  #
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(description=DESCRIPTION,
+    parser = argparse.ArgumentParser(description=DESCRIPTION, epilog=f"Atari: {ATARI_SOURCE}",
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.error = lambda message: parser.exit(2, f"{parser.prog}: error: {message}\n")  # 1 line
     # Each group's description is its function's docstring, which names the defaults' source.
     add_algorithm_settings(parser.add_argument_group(ALGORITHM, add_algorithm_settings.__doc__))
     add_shared_settings(parser.add_argument_group("every script", add_shared_settings.__doc__))
+    for action in parser._actions:  # both sets of defaults in --help
+        if action.dest in ATARI_SETTINGS:
+            action.help += f" (Atari: {ATARI_SETTINGS[action.dest]})"
     return parser
 
 
@@ -606,6 +671,9 @@ def parse_args(argv=None):
         if step + ranks * args.num_envs * args.num_steps > args.total_timesteps:
             raise UsageError(f"{args.resume} is already at step {step:,}; "
                              f"pass a larger --total-timesteps to continue it")
+    elif is_atari(args.env):  # the Atari defaults, under whatever the command line gives
+        parser.set_defaults(**ATARI_SETTINGS)
+        args = parser.parse_args(argv)
     batch = args.num_envs * args.num_steps
     if args.total_timesteps < batch * ranks:
         raise UsageError(f"--total-timesteps {args.total_timesteps} is less than one batch of "
@@ -625,10 +693,12 @@ def check_env(env_id, render=False):
             importlib.import_module("moviepy")  # RecordVideo writes MP4s with it
         with warnings.catch_warnings():  # windowing libraries warn on stderr before failing
             warnings.simplefilter("ignore")
-            env = gym.make(env_id, render_mode="rgb_array") if render else gym.make(env_id)
+            env = make_env(env_id, render=render)()
             if render:
                 env.reset(seed=0)
                 env.render()
+    except UsageError:
+        raise
     except ImportError as error:
         raise UsageError(f"--capture-video needs moviepy: pip install moviepy ({error})") from None
     except Exception as error:  # gymnasium, pygame, OpenGL and MuJoCo raise many types
@@ -639,27 +709,38 @@ def check_env(env_id, render=False):
         raise UsageError(f"cannot make environment {env_id!r}: {reason}") from None
     obs_space, action_space = env.observation_space, env.action_space
     env.close()
-    if not (isinstance(obs_space, gym.spaces.Box) and len(obs_space.shape) == 1):
-        raise UsageError(f"{env_id} has observation space {obs_space}; supported: a flat (1-D) Box")
+    shape = obs_space.shape if isinstance(obs_space, gym.spaces.Box) else ()
+    image = len(shape) == 3 and obs_space.dtype == np.uint8
+    if not (len(shape) == 1 or image and min(sorted(shape)[1:]) >= MIN_IMAGE_SIZE):
+        raise UsageError(f"{env_id} has observation space {obs_space}; supported: a flat (1-D) "
+                         f"Box, or uint8 images of at least {MIN_IMAGE_SIZE}x{MIN_IMAGE_SIZE} "
+                         f"(a 3-D Box, channels first or last)")
     continuous = isinstance(action_space, gym.spaces.Box)
     if not (continuous and len(action_space.shape) == 1
             or isinstance(action_space, gym.spaces.Discrete)):
         raise UsageError(f"{env_id} has action space {action_space}; "
                          f"supported: Discrete or a 1-D Box")
-    return {"obs_dim": int(obs_space.shape[0]), "continuous": continuous,
+    return {"obs_shape": [int(size) for size in shape], "continuous": continuous,
             "action_dim": int(action_space.shape[0] if continuous else action_space.n)}
 
 
-def make_env(env_id, video_dir=None, every_episode=False):
+def make_env(env_id, video_dir=None, every_episode=False, render=False):
     """A builder of one environment (vector envs want builders); with `video_dir`,
     RecordVideo writes MP4s there: of every episode, or of episodes 0, 1, 8, 27, ...,
-    1000, 2000, ... (RecordVideo's default, for training)."""
+    1000, 2000, ... (RecordVideo's default, for training). Atari games are recorded as
+    played, before the preprocessing, one video a game."""
     def build():
-        if video_dir is None:
+        render_mode = "rgb_array" if video_dir is not None or render else None
+        if is_atari(env_id):
+            env = atari_game(env_id, render_mode)
+        elif render_mode is None:
             return gym.make(env_id)
-        env = gym.make(env_id, render_mode="rgb_array")
-        trigger = (lambda episode: True) if every_episode else None
-        return gym.wrappers.RecordVideo(env, str(video_dir), trigger, disable_logger=True)
+        else:
+            env = gym.make(env_id, render_mode=render_mode)
+        if video_dir is not None:
+            trigger = (lambda episode: True) if every_episode else None
+            env = gym.wrappers.RecordVideo(env, str(video_dir), trigger, disable_logger=True)
+        return atari_preprocessing(env) if is_atari(env_id) else env
     return build
 
 
@@ -670,6 +751,65 @@ def ignoring_sigint(build):
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         return build()
     return build_in_worker
+# === end shared ===
+
+
+# === shared: atari ===
+# Atari (ALE/* ids) as the PPO paper's runs (OpenAI baselines) played it, after Mnih et al.
+# 2015: no sticky actions; each action repeated for 4 frames, the last two max-pooled (sprites
+# flicker); up to 30 no-op actions at the start, so games begin in different states; frames
+# cut to 84x84 grayscale, 4 of them stacked (motion). ALE ends a game at 108,000 frames,
+# a time limit the rollout bootstraps like any other. The learner sees a lost life as the
+# end of an episode and, under --sign-rewards, only the rewards' signs (the Atari defaults).
+ATARI_FRAME_SKIP, ATARI_NOOP_MAX, ATARI_SCREEN, ATARI_STACK = 4, 30, 84, 4
+
+
+def is_atari(env_id):
+    return "ALE/" in env_id  # also "ale_py:ALE/Pong-v5"
+
+
+def atari_game(env_id, render_mode=None):
+    """The raw game, one frame a step: AtariPreprocessing repeats and pools frames itself."""
+    try:
+        gym.register_envs(importlib.import_module("ale_py"))  # registers the ALE/* ids
+        importlib.import_module("cv2")  # AtariPreprocessing resizes frames with OpenCV
+    except ImportError as error:
+        raise UsageError(f"{env_id} needs ale-py and OpenCV: pip install ale-py "
+                         f"opencv-python-headless ({error})") from None
+    return gym.make(env_id.split(":")[-1], frameskip=1, repeat_action_probability=0.0,
+                    render_mode=render_mode)
+
+
+def atari_preprocessing(game):
+    game = gym.wrappers.AtariPreprocessing(game, noop_max=ATARI_NOOP_MAX, screen_size=ATARI_SCREEN,
+                                           frame_skip=ATARI_FRAME_SKIP, terminal_on_life_loss=False)
+    return gym.wrappers.FrameStackObservation(LifeLossEndsEpisode(game), ATARI_STACK)
+
+
+class LifeLossEndsEpisode(gym.Wrapper):
+    """A lost life ends the episode for the learner (terminated, info["life_lost"]) but
+    not the game: the reset that follows goes on from where the life was lost, and only
+    a game over resets the game (baselines' EpisodicLifeEnv). The agent learns that a
+    life is precious and still plays whole games. (AtariPreprocessing's own
+    terminal_on_life_loss would have autoreset restart the game after every life.)"""
+
+    def __init__(self, env):
+        super().__init__(env)
+        self.lives, self.game_over, self.last = 0, True, None
+
+    def reset(self, **kwargs):
+        if self.game_over:
+            self.last = self.env.reset(**kwargs)
+            self.lives, self.game_over = self.env.unwrapped.ale.lives(), False
+        return self.last
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        lives, self.game_over = self.env.unwrapped.ale.lives(), terminated or truncated
+        if lives < self.lives and not self.game_over:
+            terminated, info = True, {**info, "life_lost": True}
+        self.lives, self.last = lives, (obs, {})
+        return obs, reward, terminated, truncated, info
 # === end shared ===
 
 
@@ -686,12 +826,14 @@ def world():
     return (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
 
 
-def start_distributed(device_name):
+def start_distributed(device_name, image):
     """The device to use, after joining torchrun's process group if torchrun started
-    us: each rank on its LOCAL_RANK's GPU when the ranks have GPUs, else on the CPU."""
+    us: each rank on its LOCAL_RANK's GPU when the ranks have GPUs, else on the CPU.
+    "auto" takes a GPU for a CNN only: an MLP of 64 units is faster on the CPU."""
     if device_name == "cuda" and not torch.cuda.is_available():
         raise UsageError("--device cuda was asked for but torch sees no CUDA device")
-    device = torch.device("cuda" if device_name != "cpu" and torch.cuda.is_available() else "cpu")
+    cuda = device_name == "cuda" or device_name == "auto" and image and torch.cuda.is_available()
+    device = torch.device("cuda" if cuda else "cpu")
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         backend = "gloo"
         if device.type == "cuda":
@@ -797,7 +939,7 @@ class Run:
         self.args, self.spaces = args, check_env(args.env, render=args.capture_video)
         if args.tensorboard and importlib.util.find_spec("tensorboard") is None:
             raise UsageError("--tensorboard needs tensorboard: pip install tensorboard")
-        self.device = start_distributed(args.device)
+        self.device = start_distributed(args.device, len(self.spaces["obs_shape"]) == 3)
         self.rank, self.world_size = world()
         self.dir = Path(args.resume or args.run_dir or Path("runs") / "__".join(
             [re.sub(r"[^\w.-]+", "_", args.env), ALGORITHM, str(args.seed),
@@ -1004,10 +1146,16 @@ def load_checkpoint(path, device="cpu"):
     return checkpoint
 
 
+def agent_config(checkpoint):
+    """The Agent's arguments; a model.pt of before images has obs_dim for obs_shape."""
+    config = dict(checkpoint["agent_config"])
+    return {"obs_shape": [config.pop("obs_dim")], **config} if "obs_dim" in config else config
+
+
 def load_agent(path, device="cpu"):
     """Rebuild the Agent, normalizer statistics included, from a model.pt."""
     checkpoint = load_checkpoint(path, device)
-    agent = Agent(**checkpoint["agent_config"]).to(device)
+    agent = Agent(**agent_config(checkpoint)).to(device)
     agent.load_state_dict(checkpoint["agent"])
     return agent.eval()
 # === end shared ===
@@ -1024,15 +1172,17 @@ def evaluate(agent, env_id, episodes, seed, device="cpu", deterministic=True, vi
         for i in range(episodes):
             (obs, _), total, done = env.reset(seed=seed + i), 0.0, False
             while not done:
-                obs_t = torch.as_tensor(obs, dtype=torch.float32, device=device)
+                obs_t = torch.as_tensor(np.asarray(obs), device=device)
+                obs_t = obs_t if obs_t.dtype == torch.uint8 else obs_t.float()
                 dist = agent.distribution(obs_t[None])  # a batch of one
                 action = dist.sample() if not deterministic else (
                     dist.mean if agent.continuous else dist.probs.argmax(-1))
                 action = action[0].cpu().numpy()
                 if agent.continuous:
                     action = np.clip(action, env.action_space.low, env.action_space.high)
-                obs, reward, terminated, truncated, _ = env.step(action)
-                total, done = total + float(reward), terminated or truncated
+                obs, reward, terminated, truncated, info = env.step(action)
+                total += float(reward)  # a lost life (Atari) ends no game: play on
+                done = (terminated or truncated) and not info.get("life_lost", False)
             returns.append(total)
     finally:
         env.close()
@@ -1040,11 +1190,11 @@ def evaluate(agent, env_id, episodes, seed, device="cpu", deterministic=True, vi
 
 
 def run_evaluation(args):
-    device = start_distributed(args.device)
-    checkpoint = load_checkpoint(args.eval, device)
+    checkpoint = load_checkpoint(args.eval)
     env_id = args.env or checkpoint["settings"]["env"]
     spaces = check_env(env_id, render=args.capture_video)
-    expected = {k: checkpoint["agent_config"][k] for k in spaces}
+    device = start_distributed(args.device, len(spaces["obs_shape"]) == 3)
+    expected = {k: agent_config(checkpoint)[k] for k in spaces}
     if expected != spaces:
         raise UsageError(f"the checkpoint's agent expects {expected}, but {env_id} has {spaces}")
     video_dir = None

@@ -17,7 +17,7 @@ def test_running_mean_std_merges_batches_exactly(module):
 
 
 def test_agent_normalizes_inside_and_saves_statistics(module):
-    agent = module.Agent(obs_dim=3, action_dim=2, continuous=False)
+    agent = module.Agent(obs_shape=(3,), action_dim=2, continuous=False)
     obs = torch.tensor([[10.0, -5.0, 2.0], [12.0, -7.0, 2.0]])
     agent.obs_rms.update(obs)
     normalized = agent.normalize(obs)
@@ -33,7 +33,7 @@ def test_agent_normalizes_inside_and_saves_statistics(module):
 @pytest.mark.parametrize("continuous", [False, True])
 def test_agent_shapes(module, continuous):
     batch, obs_dim, action_dim = 5, 4, 3
-    agent = module.Agent(obs_dim, action_dim, continuous)
+    agent = module.Agent((obs_dim,), action_dim, continuous)
     obs = torch.randn(batch, obs_dim)
     dist = agent.distribution(obs)
     action = dist.sample()
@@ -48,7 +48,7 @@ def test_agent_shapes(module, continuous):
 
 def test_initialization_follows_the_implementation_details(module):
     torch.manual_seed(0)
-    agent = module.Agent(obs_dim=8, action_dim=2, continuous=True)
+    agent = module.Agent(obs_shape=(8,), action_dim=2, continuous=True)
     head, value_head, hidden = agent.actor[-1].weight, agent.critic[-1].weight, agent.actor[0].weight
     # Orthogonal rows scaled by the gain: W W^T = gain^2 I (for a wide-enough matrix).
     assert torch.allclose(head @ head.T, 0.01**2 * torch.eye(2), atol=1e-7)
@@ -62,15 +62,15 @@ def test_initialization_follows_the_implementation_details(module):
 @pytest.mark.parametrize("env_id", ["CartPole-v1", "Pendulum-v1"])
 def test_spaces_are_described_from_the_env(module, env_id):
     spaces = module.check_env(env_id)
-    assert spaces == {"CartPole-v1": {"obs_dim": 4, "continuous": False, "action_dim": 2},
-                      "Pendulum-v1": {"obs_dim": 3, "continuous": True, "action_dim": 1}}[env_id]
+    assert spaces == {"CartPole-v1": {"obs_shape": [4], "continuous": False, "action_dim": 2},
+                      "Pendulum-v1": {"obs_shape": [3], "continuous": True, "action_dim": 1}}[env_id]
 
 
 @pytest.mark.parametrize("continuous", [False, True])
 def test_sample_action_draws_from_the_policy(module, continuous):
     """The rollout's fast sampler must draw from the same distribution as distribution()."""
     torch.manual_seed(0)
-    agent = module.Agent(obs_dim=2, action_dim=3, continuous=continuous, norm_obs=False)
+    agent = module.Agent(obs_shape=(2,), action_dim=3, continuous=continuous, norm_obs=False)
     with torch.no_grad():
         agent.actor[-1].bias.copy_(torch.tensor([1.0, 0.0, -1.0]))
         if continuous:

@@ -118,7 +118,7 @@ def cuda_backend_worker(rank, port, script, out):
     with mock.patch.object(torch.cuda, "is_available", return_value=True), \
             mock.patch.object(torch.cuda, "set_device"), \
             mock.patch.object(dist, "init_process_group", init_with_gloo_for_nccl):
-        device = module.start_distributed("auto")
+        device = module.start_distributed("auto", True)  # a CNN agent: auto takes the GPU
     results = {"device": str(device), "backend": asked}
     try:
         results["any_rank"] = module.any_rank(rank == 1)  # stop_requested, every iteration

@@ -43,7 +43,7 @@ def test_normalize_advantages_is_safe_for_one_sample():
 
 def test_update_reports_its_diagnostics_and_honours_target_kl():
     torch.manual_seed(0)
-    agent = ppo_clip.Agent(3, 2, continuous=False)
+    agent = ppo_clip.Agent((3,), 2, continuous=False)
     obs, actions = torch.randn(64, 3), torch.randint(0, 2, (64,))
     with torch.no_grad():
         logprobs, values = agent.distribution(obs).log_prob(actions), agent.get_value(obs)

@@ -96,7 +96,7 @@ def make_batch(agent, size, obs_dim, generator):
 @pytest.mark.parametrize("continuous", [False, True])
 def test_update_logs_the_batch_kl_and_adapts_beta_from_it(continuous):
     torch.manual_seed(0)
-    agent = ppo_penalty.Agent(obs_dim=3, action_dim=2, continuous=continuous, norm_obs=False)
+    agent = ppo_penalty.Agent(obs_shape=(3,), action_dim=2, continuous=continuous, norm_obs=False)
     batch = make_batch(agent, 64, 3, torch.Generator().manual_seed(0))
     args = ppo_penalty.parse_args(["--num-steps", "64", "--num-minibatches", "4", "--update-epochs", "3",
                                    "--total-timesteps", "64", "--learning-rate", "0.01"])
@@ -122,7 +122,7 @@ def test_update_logs_the_batch_kl_and_adapts_beta_from_it(continuous):
 
 def test_fixed_beta_and_early_stop():
     torch.manual_seed(0)
-    agent = ppo_penalty.Agent(obs_dim=3, action_dim=2, continuous=False, norm_obs=False)
+    agent = ppo_penalty.Agent(obs_shape=(3,), action_dim=2, continuous=False, norm_obs=False)
     batch = make_batch(agent, 64, 3, torch.Generator().manual_seed(1))
     # A KL target so low that any move exceeds it (yet above the float32 rounding of
     # KL(pi_old || pi_old), about 1e-8): adaptive beta would double, and the early stop
@@ -141,7 +141,7 @@ def test_the_kl_stop_takes_no_step_from_a_policy_past_the_cutoff(monkeypatch):
     """DPPO's workers test the KL before they step: once a minibatch measures a KL past
     the cutoff, that minibatch's step is not taken (the review's instrumented run took it)."""
     torch.manual_seed(0)
-    agent = ppo_penalty.Agent(obs_dim=3, action_dim=2, continuous=False, norm_obs=False)
+    agent = ppo_penalty.Agent(obs_shape=(3,), action_dim=2, continuous=False, norm_obs=False)
     batch = make_batch(agent, 64, 3, torch.Generator().manual_seed(1))
     args = ppo_penalty.parse_args(["--num-steps", "64", "--num-minibatches", "4", "--update-epochs", "10",
                                    "--total-timesteps", "64", "--kl-target", "0.002", "--kl-stop-factor", "1",
@@ -167,7 +167,7 @@ def test_select_rows_is_the_distribution_of_those_rows():
     torch.manual_seed(0)
     obs, index = torch.randn(10, 3), torch.tensor([7, 2, 2, 5])
     for continuous in (False, True):
-        agent = ppo_penalty.Agent(obs_dim=3, action_dim=2, continuous=continuous, norm_obs=False)
+        agent = ppo_penalty.Agent(obs_shape=(3,), action_dim=2, continuous=continuous, norm_obs=False)
         with torch.no_grad():
             whole, part = agent.distribution(obs), agent.distribution(obs[index])
             picked = ppo_penalty.select_rows(whole, index)

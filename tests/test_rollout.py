@@ -10,7 +10,7 @@ GAMMA, VALUE = 0.9, 2.0
 
 
 def constant_value_agent(module):
-    agent = module.Agent(obs_dim=2, action_dim=2, continuous=False, norm_obs=False)
+    agent = module.Agent(obs_shape=(2,), action_dim=2, continuous=False, norm_obs=False)
     with torch.no_grad():
         agent.critic[-1].weight.zero_()
         agent.critic[-1].bias.fill_(VALUE)  # V(s) = 2 for every state
@@ -19,7 +19,7 @@ def constant_value_agent(module):
 
 @pytest.mark.parametrize("vector", ["sync", "async"])
 def test_time_limit_bootstraps_and_termination_does_not(module, vector):
-    spaces = {"obs_dim": 2, "action_dim": 2, "continuous": False}
+    spaces = {"obs_shape": [2], "action_dim": 2, "continuous": False}
     targets = {}
     for env_id in ("CorridorTimeLimit-v0", "CorridorTerminates-v0"):
         envs = module.make_vector_env(env_id, num_envs=2, vector=vector)
@@ -54,10 +54,10 @@ def test_box_actions_are_clipped_for_the_env_only(module):
     envs = module.make_vector_env("Pendulum-v1", num_envs=1, vector="sync")
     try:
         obs = module.seed_everything(0, envs)
-        agent = module.Agent(obs_dim=3, action_dim=1, continuous=True)
+        agent = module.Agent(obs_shape=(3,), action_dim=1, continuous=True)
         with torch.no_grad():
             agent.actor_logstd.fill_(2.0)  # std 7.4 on a [-2, 2] action range: most samples are out of bounds
-        buf = module.Rollout.empty(64, 1, {"obs_dim": 3, "action_dim": 1, "continuous": True}, "cpu")
+        buf = module.Rollout.empty(64, 1, {"obs_shape": [3], "action_dim": 1, "continuous": True}, "cpu")
         module.collect_rollout(envs, agent, buf, obs, 0.99, module.EpisodeTracker(1, 0, 1))
     finally:
         envs.close()
@@ -74,8 +74,8 @@ def test_warm_up_seeds_the_normalizer_before_the_rollout_is_scored(module):
     envs = module.make_vector_env("CorridorTimeLimit-v0", num_envs=2, vector="sync")
     try:
         obs = module.seed_everything(0, envs)
-        agent = module.Agent(obs_dim=2, action_dim=2, continuous=False)
-        buf = module.Rollout.empty(12, 2, {"obs_dim": 2, "action_dim": 2, "continuous": False}, "cpu")
+        agent = module.Agent(obs_shape=(2,), action_dim=2, continuous=False)
+        buf = module.Rollout.empty(12, 2, {"obs_shape": [2], "action_dim": 2, "continuous": False}, "cpu")
         last = module.collect_rollout(envs, agent, buf, obs, GAMMA, module.EpisodeTracker(2, 0, 2),
                                       warm_up=True)
     finally:
@@ -100,9 +100,9 @@ def test_without_warm_up_the_rollout_leaves_the_normalizer_alone(module):
     envs = module.make_vector_env("CartPole-v1", num_envs=1, vector="sync")
     try:
         obs = module.seed_everything(0, envs)
-        agent = module.Agent(obs_dim=4, action_dim=2, continuous=False)
+        agent = module.Agent(obs_shape=(4,), action_dim=2, continuous=False)
         before = {k: v.clone() for k, v in agent.state_dict().items()}
-        buf = module.Rollout.empty(32, 1, {"obs_dim": 4, "action_dim": 2, "continuous": False}, "cpu")
+        buf = module.Rollout.empty(32, 1, {"obs_shape": [4], "action_dim": 2, "continuous": False}, "cpu")
         module.collect_rollout(envs, agent, buf, obs, GAMMA, module.EpisodeTracker(1, 0, 1))
     finally:
         envs.close()

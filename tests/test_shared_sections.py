@@ -13,7 +13,7 @@ from tools.shared_sections import sections
 # Part 1, the algorithm (the algorithm's own settings come first, its update between
 # "advantages" and "training loop"), then Part 2, the machinery (STYLE.md principle 1).
 PART_1 = ["agent", "environments", "rollout", "advantages", "training loop"]
-PART_2 = ["command line", "distributed", "checkpoints and logs", "evaluation", "main"]
+PART_2 = ["command line", "atari", "distributed", "checkpoints and logs", "evaluation", "main"]
 PART_2_BANNER = "# ############################### PART 2: MACHINERY"
 OWN = {"settings": r"# --- \S+ own settings", "update": r"# --- The update: "}
 MAX_LINE = 100

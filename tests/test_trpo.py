@@ -77,7 +77,7 @@ def test_conjugate_gradient_stops_on_non_positive_or_nan_curvature(matrix):
 # ---------------------------------------------------------------- Fisher-vector product
 def tiny_agent(continuous, seed=0):
     torch.manual_seed(seed)
-    agent = trpo.Agent(obs_dim=3, action_dim=2, continuous=continuous, hidden_sizes=(4,), norm_obs=False)
+    agent = trpo.Agent(obs_shape=(3,), action_dim=2, continuous=continuous, hidden_sizes=(4,), norm_obs=False)
     if continuous:
         with torch.no_grad():
             agent.actor_logstd.copy_(torch.tensor([-0.3, 0.2]))
@@ -233,7 +233,7 @@ def tiny_update_args(*extra):
 
 def test_update_takes_a_step_within_the_bound_and_reports_it():
     torch.manual_seed(0)
-    agent = trpo.Agent(3, 2, continuous=False)
+    agent = trpo.Agent((3,), 2, continuous=False)
     batch = random_batch(agent, torch.randn(64))
     args = tiny_update_args("--max-kl", "0.005")
     before = trpo.flat_params(trpo.policy_parameters(agent))
@@ -247,7 +247,7 @@ def test_update_takes_a_step_within_the_bound_and_reports_it():
 def test_update_with_a_zero_gradient_rejects_the_step_and_stays_finite():
     """Equal advantages normalize to zeros: g = 0, so there is no direction to move in."""
     torch.manual_seed(0)
-    agent = trpo.Agent(3, 2, continuous=False)
+    agent = trpo.Agent((3,), 2, continuous=False)
     batch = random_batch(agent, torch.ones(64))
     args = tiny_update_args()
     before = trpo.flat_params(trpo.policy_parameters(agent))
@@ -297,7 +297,7 @@ def test_bad_trpo_settings_are_one_line_errors(tmp_path, flags):
 
 @pytest.mark.parametrize("continuous", [False, True])
 def test_policy_parameters_are_all_but_the_critic(continuous):
-    agent = trpo.Agent(obs_dim=3, action_dim=2, continuous=continuous)
+    agent = trpo.Agent(obs_shape=(3,), action_dim=2, continuous=continuous)
     policy = {id(p) for p in trpo.policy_parameters(agent)}
     critic = {id(p) for p in agent.critic.parameters()}
     assert policy.isdisjoint(critic) and len(policy) + len(critic) == len(list(agent.parameters()))
