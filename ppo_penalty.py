@@ -20,7 +20,8 @@ et al. 2015, arXiv 1506.02438).
 Map. Part 1, the algorithm, in the order a learner needs it: settings -> agent (networks,
 observation normalizer) -> environments -> rollout -> advantages (GAE) -> THE UPDATE ->
 training loop. Part 2, after a banner saying you may stop reading: command line and
-resume -> distributed helpers -> run directory, checkpoints, logs -> evaluation -> main.
+resume -> Atari -> distributed helpers -> run directory, checkpoints, logs -> evaluation
+-> main.
 Everything but this docstring, the algorithm's own settings and its update is "shared":
 byte-identical in all three scripts, so `diff ppo_clip.py ppo_penalty.py` shows what the KL
 penalty changes.
@@ -28,6 +29,7 @@ penalty changes.
 Usage:
     python ppo_penalty.py --env CartPole-v1
     python ppo_penalty.py --env Hopper-v5 --seed 2
+    python ppo_penalty.py --env ALE/Breakout-v5  # Atari, from pixels: pip install ale-py opencv-python-headless
     python ppo_penalty.py --env Hopper-v5 --no-adaptive-beta --beta-init 3  # "Fixed KL"
     python ppo_penalty.py --eval runs/<run>/model.pt --eval-episodes 10
     python ppo_penalty.py --resume runs/<run> --total-timesteps 2000000
@@ -829,7 +831,9 @@ def is_atari(env_id):
 def atari_game(env_id, render_mode=None):
     """The raw game, one frame a step: AtariPreprocessing repeats and pools frames itself."""
     try:
-        gym.register_envs(importlib.import_module("ale_py"))  # registers the ALE/* ids
+        ale_py = importlib.import_module("ale_py")
+        ale_py.ALEInterface.setLoggerMode(ale_py.LoggerMode.Warning)  # no banner on stderr
+        gym.register_envs(ale_py)  # registers the ALE/* ids
         importlib.import_module("cv2")  # AtariPreprocessing resizes frames with OpenCV
     except ImportError as error:
         raise UsageError(f"{env_id} needs ale-py and OpenCV: pip install ale-py "

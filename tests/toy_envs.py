@@ -89,3 +89,73 @@ gym.register("NoDisplay-v0", entry_point=NoDisplay, max_episode_steps=5)
 gym.register("DictObs-v0", entry_point=_unsupported(spaces.Dict({"x": FLAT}), spaces.Discrete(2)))
 gym.register("ImageObs-v0", entry_point=_unsupported(spaces.Box(0, 255, (8, 8, 3), np.uint8), spaces.Discrete(2)))
 gym.register("MultiDiscreteAct-v0", entry_point=_unsupported(FLAT, spaces.MultiDiscrete([2, 3])))
+
+
+class PixelSide(gym.Env):
+    """A dark image with one bright 4x4 square, on its left or its right half: the right
+    action is the side the square is on (0 left, 1 right), rewarded 1; 8 steps an episode.
+    Learnable only by looking at the pixels. Channels last (24, 24, 3) or first (1, 24, 24)."""
+
+    SIZE, SQUARE, LENGTH = 24, 4, 8
+
+    def __init__(self, channels_last=True):
+        self.channels_last = channels_last
+        shape = (self.SIZE, self.SIZE, 3) if channels_last else (1, self.SIZE, self.SIZE)
+        self.observation_space = spaces.Box(0, 255, shape, np.uint8)
+        self.action_space = spaces.Discrete(2)
+
+    def _obs(self):
+        self.side = int(self.np_random.integers(2))
+        row = self.np_random.integers(0, self.SIZE - self.SQUARE)
+        col = self.np_random.integers(0, self.SIZE // 2 - self.SQUARE) + self.side * self.SIZE // 2
+        image = np.zeros((self.SIZE, self.SIZE), np.uint8)
+        image[row:row + self.SQUARE, col:col + self.SQUARE] = 255
+        return np.repeat(image[:, :, None], 3, axis=2) if self.channels_last else image[None]
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t = 0
+        return self._obs(), {}
+
+    def step(self, action):
+        reward = float(action == self.side)
+        self.t += 1
+        return self._obs(), reward, self.t >= self.LENGTH, False, {}
+
+
+class LivesGame(gym.Env):
+    """An image game with ALE's lives() (the life-loss wrapper reads it): 3 lives, one lost
+    every 4 steps, so a game lasts 12 steps; every step scores 10."""
+
+    observation_space = spaces.Box(0, 255, (1, 24, 24), np.uint8)
+    action_space = spaces.Discrete(2)
+    LIVES, STEPS_PER_LIFE, REWARD = 3, 4, 10.0
+
+    def __init__(self):
+        self.ale = self  # what LifeLossEndsEpisode calls: env.unwrapped.ale.lives()
+
+    def lives(self):
+        return self.LIVES - self.t // self.STEPS_PER_LIFE
+
+    def _obs(self):
+        return np.full((1, 24, 24), self.t, np.uint8)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t = 0
+        return self._obs(), {}
+
+    def step(self, action):
+        self.t += 1
+        return self._obs(), self.REWARD, self.lives() == 0, False, {}
+
+
+def lives_game():
+    from ppo_clip import LifeLossEndsEpisode  # the same class in every script (a shared section)
+    return LifeLossEndsEpisode(LivesGame())
+
+
+gym.register("PixelSide-v0", entry_point=PixelSide, kwargs={"channels_last": True})
+gym.register("PixelSideChannelsFirst-v0", entry_point=PixelSide, kwargs={"channels_last": False})
+gym.register("PixelSideTimeLimit-v0", entry_point=PixelSide, max_episode_steps=5)
+gym.register("LivesGame-v0", entry_point=lives_game)

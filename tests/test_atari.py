@@ -1,0 +1,120 @@
+"""Atari as the PPO paper played it, checked against its definition on real ALE frames, and
+the user's round trip on Breakout: train, evaluate, resume, refuse a mismatched game."""
+
+import csv
+import json
+
+import cv2
+import numpy as np
+import pytest
+
+from tests.conftest import SCRIPTS, load, run_script
+
+ppo_clip = load("ppo_clip")
+BREAKOUT = "ALE/Breakout-v5"
+
+
+def breakout():
+    return ppo_clip.make_env(BREAKOUT)()
+
+
+def test_frames_are_max_pooled_pairs_resized_to_84_and_stacked_by_4():
+    """Each step repeats the action for 4 raw frames; the observation's newest frame is the
+    pixel-wise max of the last two, in grayscale, resized to 84x84 (area interpolation)."""
+    env = breakout()
+    obs, _ = env.reset(seed=0)
+    assert obs.shape == (4, 84, 84) and obs.dtype == np.uint8
+    assert all(np.array_equal(frame, obs[0]) for frame in obs)  # a new game: 4 copies of its frame
+    ale, action_set, pooled_differs = env.unwrapped.ale, env.unwrapped._action_set, []
+    for action in [1, 2, 2, 3, 0, 1, 2]:  # FIRE, RIGHT, RIGHT, LEFT, NOOP, ...
+        state = ale.cloneState()  # play the 4 frames by hand, then replay them through the env
+        raw, reward = [], 0.0
+        for _ in range(ppo_clip.ATARI_FRAME_SKIP):
+            reward += ale.act(action_set[action])
+            raw.append(ale.getScreenGrayscale())
+        ale.restoreState(state)
+        expected = cv2.resize(np.maximum(raw[-2], raw[-1]), (84, 84), interpolation=cv2.INTER_AREA)
+        new, r, terminated, truncated, _ = env.step(action)
+        assert np.array_equal(new[-1], expected) and r == reward
+        assert np.array_equal(new[:-1], obs[1:])  # the stack shifts by one frame
+        pooled_differs.append(not np.array_equal(raw[-2], raw[-1]))
+        obs = new
+    assert any(pooled_differs)  # the ball moved between the pooled frames: the max mattered
+    env.close()
+
+
+def test_games_start_after_1_to_30_no_ops():
+    frames = []
+    for seed in range(10):
+        env = breakout()
+        env.reset(seed=seed)
+        frames.append(env.unwrapped.ale.getEpisodeFrameNumber())  # one no-op per raw frame
+        env.close()
+    assert all(1 <= n <= ppo_clip.ATARI_NOOP_MAX for n in frames) and len(set(frames)) > 3
+    assert "repeat_action_probability" in str(env.unwrapped.spec.kwargs)
+    assert env.unwrapped.spec.kwargs["repeat_action_probability"] == 0.0  # no sticky actions
+
+
+def test_a_lost_life_is_terminal_but_the_game_goes_on():
+    env = breakout()
+    env.reset(seed=0)
+    ale, rng = env.unwrapped.ale, np.random.default_rng(0)
+    lives = ale.lives()
+    while True:
+        _, _, terminated, truncated, info = env.step(rng.integers(4))
+        if terminated:
+            break
+    assert info.get("life_lost") and ale.lives() == lives - 1
+    frame = ale.getEpisodeFrameNumber()
+    obs, _ = env.reset()  # what autoreset does: the game must not restart
+    assert ale.getEpisodeFrameNumber() == frame and ale.lives() == lives - 1
+    assert all(np.array_equal(f, obs[0]) for f in obs)
+    while not (terminated and not info.get("life_lost")):  # play to the game over
+        _, _, terminated, truncated, info = env.step(rng.integers(4))
+    assert ale.lives() == 0
+    env.reset()
+    assert ale.lives() == lives and ale.getEpisodeFrameNumber() <= ppo_clip.ATARI_NOOP_MAX  # a new game
+    env.close()
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_atari_defaults_in_help_in_the_run_and_under_flags(script):
+    module = load(script)
+    text = module.build_parser().format_help().replace("\n", " ")
+    for name, value in module.ATARI_SETTINGS.items():
+        assert f"(Atari: {value})" in " ".join(text.split()), name
+    args = module.parse_args(["--env", BREAKOUT])
+    assert all(getattr(args, name) == value for name, value in module.ATARI_SETTINGS.items())
+    assert module.parse_args(["--env", BREAKOUT, "--num-envs", "3"]).num_envs == 3  # a flag given wins
+    assert module.parse_args(["--env", "CartPole-v1"]).num_envs == 1  # other envs keep theirs
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_breakout_trains_evaluates_resumes_and_refuses_pong(script, tmp_path):
+    small = ["--num-envs", "2", "--num-steps", "64", "--num-minibatches", "4"]
+    result = run_script(script, "--env", BREAKOUT, *small, "--total-timesteps", "256", "--run-dir", "run",
+                        cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    settings = json.loads((tmp_path / "run" / "config.json").read_text())["settings"]
+    assert settings["sign_rewards"] is True and settings["norm_reward"] is False  # the Atari defaults
+    with open(tmp_path / "run" / "progress.csv", newline="") as f:
+        assert [int(r["global_step"]) for r in csv.DictReader(f)] == [128, 256]
+    evaluation = run_script(script, "--eval", "run/model.pt", "--eval-episodes", "1", "--stochastic-eval",
+                            cwd=tmp_path)
+    assert evaluation.returncode == 0, evaluation.stderr
+    assert evaluation.stdout.startswith(f"{BREAKOUT}: 1 episodes, return ")
+    resumed = run_script(script, "--resume", "run", "--total-timesteps", "384", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    pong = run_script(script, "--eval", "run/model.pt", "--env", "ALE/Pong-v5", cwd=tmp_path)
+    assert pong.returncode == 2 and len(pong.stderr.strip().splitlines()) == 1
+    assert "'action_dim': 4" in pong.stderr and "'action_dim': 6" in pong.stderr
+
+
+def test_without_ale_py_an_atari_id_gets_one_line_saying_what_to_install(tmp_path):
+    (tmp_path / "ale_py.py").write_text("raise ImportError('No module named ale_py')\n")
+    result = run_script("ppo_clip", "--env", BREAKOUT, cwd=tmp_path, env={"PYTHONPATH": str(tmp_path)})
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "ppo_clip.py: error: ALE/Breakout-v5 needs ale-py and OpenCV: pip install ale-py "
+        "opencv-python-headless (No module named ale_py)"]
+    assert not (tmp_path / "runs").exists()

@@ -1,0 +1,234 @@
+"""Learning from pixels: the CNN agent, images through the rollout, life loss, raw scores
+under reward signs, an environment of one's own, and --device auto. Atari itself is in
+tests/test_atari.py; these use the image environments of tests/toy_envs.py."""
+
+import csv
+import json
+import shutil
+import subprocess
+import sys
+from unittest import mock
+
+import numpy as np
+import pytest
+import torch
+
+import tests.toy_envs  # noqa: F401  (registers the toy environments)
+from tests.conftest import REPO, load, run_script
+
+GAMMA, VALUE = 0.9, 2.0
+
+
+def rows(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.mark.parametrize("shape", [(24, 24, 3), (3, 24, 24)])
+def test_image_agent_scales_pixels_and_takes_either_channel_order(module, shape):
+    torch.manual_seed(0)
+    agent = module.Agent(obs_shape=shape, action_dim=2, continuous=False)
+    obs = torch.randint(0, 256, (5, *shape), dtype=torch.uint8)
+    x = agent.normalize(obs)
+    channels_first = obs.permute(0, 3, 1, 2) if shape[-1] == 3 else obs
+    assert x.shape == (5, 3, 24, 24) and x.dtype == torch.float32
+    assert torch.equal(x, channels_first.float() / 255)  # scaled to [0, 1], never normalized
+    assert not agent.norm_obs and not hasattr(agent, "obs_rms")
+    dist = agent.distribution(obs)
+    assert dist.sample().shape == agent.get_value(obs).shape == agent.sample_action(obs).shape == (5,)
+    clone = module.Agent(**agent.config)
+    clone.load_state_dict(agent.state_dict())
+    assert torch.equal(clone.get_value(obs), agent.get_value(obs))
+
+
+def test_the_cnn_is_mnih_et_al_2016s(module):
+    """16 8x8 filters stride 4, 32 4x4 stride 2, 256 units (A3C's network, the PPO paper's
+    Atari policy), one copy each for the policy and the value, orthogonally initialized."""
+    torch.manual_seed(0)
+    agent = module.Agent(obs_shape=(4, 84, 84), action_dim=6, continuous=False)
+    for net, out, gain in ((agent.actor, 6, 0.01), (agent.critic, 1, 1.0)):
+        layers = [layer for layer in net if not isinstance(layer, (torch.nn.ReLU, torch.nn.Flatten))]
+        assert [(type(layer).__name__, layer.weight.shape) for layer in layers] == [
+            ("Conv2d", (16, 4, 8, 8)), ("Conv2d", (32, 16, 4, 4)), ("Linear", (256, 32 * 9 * 9)),
+            ("Linear", (out, 256))]
+        assert [layer.stride for layer in layers[:2]] == [(4, 4), (2, 2)]
+        head = layers[-1].weight
+        assert torch.allclose(head @ head.T, gain**2 * torch.eye(out), atol=1e-6)
+        flat = layers[1].weight.flatten(1)  # (32, 256): orthogonal rows, scaled by sqrt(2)
+        assert torch.allclose(flat @ flat.T, 2 * torch.eye(32), atol=1e-4)
+        assert all(torch.all(layer.bias == 0) for layer in layers)
+
+
+def test_check_env_describes_images_and_refuses_the_rest(module):
+    assert module.check_env("PixelSide-v0") == {"obs_shape": [24, 24, 3], "continuous": False, "action_dim": 2}
+    assert module.check_env("PixelSideChannelsFirst-v0")["obs_shape"] == [1, 24, 24]
+    with pytest.raises(module.UsageError, match="uint8 images of at least 20x20"):
+        module.check_env("ImageObs-v0")  # 8x8: too small for the CNN's strides
+
+
+def test_images_stay_uint8_and_a_time_limit_bootstraps(module):
+    """PixelSideTimeLimit-v0 never terminates; its time limit cuts every episode at 5 steps."""
+    envs = module.make_vector_env("PixelSideTimeLimit-v0", num_envs=2, vector="sync")
+    try:
+        obs = module.seed_everything(0, envs)
+        agent = module.Agent(obs_shape=(24, 24, 3), action_dim=2, continuous=False)
+        with torch.no_grad():
+            agent.critic[-1].weight.zero_()
+            agent.critic[-1].bias.fill_(VALUE)  # V(s) = 2 for every image
+        buf = module.Rollout.empty(12, 2, {"obs_shape": [24, 24, 3], "action_dim": 2, "continuous": False},
+                                   "cpu")
+        module.collect_rollout(envs, agent, buf, obs, GAMMA, module.EpisodeTracker(2, 0, 2))
+    finally:
+        envs.close()
+    assert buf.obs.dtype == torch.uint8 and set(buf.obs.unique().tolist()) == {0, 255}
+    assert buf.dones[:, 0].nonzero().flatten().tolist() == [4, 9]
+    assert buf.bootstrap[[4, 9]].flatten().tolist() == pytest.approx([GAMMA * VALUE] * 4)
+    assert buf.bootstrap.count_nonzero() == 4
+
+
+def test_a_lost_life_ends_the_learners_episode_not_the_logged_game(module):
+    """LivesGame: 3 lives of 4 steps, 10 points a step. GAE sees an end every 4 steps and
+    (with --sign-rewards) rewards of 1; the logs see games of 12 steps scoring 120."""
+    envs = module.make_vector_env("tests.toy_envs:LivesGame-v0", num_envs=1, vector="sync")
+    try:
+        obs = module.seed_everything(0, envs)
+        agent = module.Agent(obs_shape=(1, 24, 24), action_dim=2, continuous=False)
+        with torch.no_grad():
+            agent.critic[-1].weight.zero_()
+            agent.critic[-1].bias.fill_(VALUE)
+        buf = module.Rollout.empty(24, 1, {"obs_shape": [1, 24, 24], "action_dim": 2, "continuous": False},
+                                   "cpu")
+        tracker = module.EpisodeTracker(1, 0, 1)
+        module.collect_rollout(envs, agent, buf, obs, GAMMA, tracker)
+    finally:
+        envs.close()
+    assert buf.dones[:, 0].nonzero().flatten().tolist() == [3, 7, 11, 15, 19, 23]
+    assert buf.bootstrap.count_nonzero() == 0  # a lost life is terminal for the learner
+    assert buf.obs[4, 0, 0, 0, 0].item() == 4  # the game went on after the first life, no reset
+    assert tracker.finished == [(12, 120.0, 12), (24, 120.0, 12)]
+    batch = module.make_batch(buf, None, GAMMA, gae_lambda=1.0, sign_rewards=True)
+    returns = batch.returns.reshape(24)
+    assert returns[3].item() == pytest.approx(1.0)  # the sign of 10, and nothing after the life
+    assert returns[0].item() == pytest.approx(sum(GAMMA**k for k in range(4)))
+
+
+def test_sign_rewards_leave_the_logs_raw(tmp_path):
+    result = run_script("ppo_clip", "--env", "tests.toy_envs:LivesGame-v0", "--sign-rewards", "--no-norm-reward",
+                        "--num-steps", "48", "--num-minibatches", "4", "--total-timesteps", "96",
+                        "--run-dir", "run", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert [(r["return"], r["length"]) for r in rows(tmp_path / "run" / "episodes.csv")] == [("120.0", "12")] * 8
+    assert float(rows(tmp_path / "run" / "progress.csv")[-1]["return_mean"]) == 120.0
+    assert "return 120.0 | length 12" in result.stdout
+
+
+def test_each_script_learns_from_pixels(script, tmp_path):
+    """PixelSide-v0: a random policy scores 4 of 8; seeing the square scores 8."""
+    result = run_script(script, "--env", "tests.toy_envs:PixelSide-v0", "--num-steps", "256",
+                        "--num-minibatches", "4", "--total-timesteps", "8192", "--run-dir", "run",
+                        cwd=tmp_path, timeout=600)
+    assert result.returncode == 0, result.stderr
+    returns = [float(r["return"]) for r in rows(tmp_path / "run" / "episodes.csv")]
+    assert np.mean(returns[:64]) < 5.0 and np.mean(returns[-64:]) >= 6.5
+    settings = json.loads((tmp_path / "run" / "config.json").read_text())["settings"]
+    assert settings["env"] == "tests.toy_envs:PixelSide-v0"
+
+
+def test_device_auto_takes_a_gpu_for_a_cnn_only(module, monkeypatch):
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    with mock.patch.object(torch.cuda, "is_available", return_value=True):
+        assert module.start_distributed("auto", False).type == "cpu"  # an MLP
+        assert module.start_distributed("auto", True).type == "cuda"  # a CNN
+        assert module.start_distributed("cpu", True).type == "cpu"
+        assert module.start_distributed("cuda", False).type == "cuda"
+    with mock.patch.object(torch.cuda, "is_available", return_value=False):
+        assert module.start_distributed("auto", True).type == "cpu"
+
+
+MY_ENVS = '''
+import gymnasium as gym
+import numpy as np
+
+
+class Thermostat(gym.Env):
+    """Keep a temperature near 0: a vector environment of one's own."""
+    observation_space = gym.spaces.Box(-10.0, 10.0, (1,), np.float32)
+    action_space = gym.spaces.Discrete(2)  # 0: cool, 1: heat
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.temperature = self.np_random.uniform(-5, 5)
+        return np.array([self.temperature], np.float32), {}
+
+    def step(self, action):
+        self.temperature += 1.0 if action == 1 else -1.0
+        obs = np.array([self.temperature], np.float32)
+        return obs, -abs(self.temperature), abs(self.temperature) > 9, False, {}
+
+
+class Blink(gym.Env):
+    """An image environment of one's own: press 1 when the screen is lit."""
+    observation_space = gym.spaces.Box(0, 255, (32, 32, 1), np.uint8)
+    action_space = gym.spaces.Discrete(2)
+
+    def _obs(self):
+        self.lit = bool(self.np_random.integers(2))
+        return np.full((32, 32, 1), 255 * self.lit, np.uint8)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        return self._obs(), {}
+
+    def step(self, action):
+        reward = float(action == self.lit)
+        return self._obs(), reward, False, False, {}
+
+
+gym.register("Thermostat-v0", entry_point=Thermostat, max_episode_steps=50)
+gym.register("Blink-v0", entry_point=Blink, max_episode_steps=20)
+'''
+
+
+def test_an_environment_of_ones_own_from_the_command_line_and_from_python(tmp_path):
+    """As the README shows: my_envs.py beside a copied script, reached as my_envs:Name-v0."""
+    (tmp_path / "my_envs.py").write_text(MY_ENVS)
+    shutil.copy(REPO / "ppo_clip.py", tmp_path / "ppo_clip.py")
+    command = [sys.executable, "ppo_clip.py", "--env", "my_envs:Thermostat-v0", "--num-steps", "64",
+               "--num-minibatches", "4", "--total-timesteps", "128", "--run-dir", "vector"]
+    result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    code = ("import ppo_clip\n"
+            "status = ppo_clip.main(['--env', 'my_envs:Blink-v0', '--num-steps', '64', "
+            "'--num-minibatches', '4', '--total-timesteps', '128', '--run-dir', 'image'])\n"
+            "assert status == 0\n")
+    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr
+    for name, shape in (("vector", [1]), ("image", [32, 32, 1])):
+        checkpoint = torch.load(tmp_path / name / "model.pt", weights_only=True)
+        assert checkpoint["agent_config"]["obs_shape"] == shape and checkpoint["global_step"] == 128
+
+
+def test_two_ranks_train_on_images(tmp_path):
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+               str(REPO / "tests" / "replicas.py"), "ppo_clip", str(tmp_path), "--env",
+               "tests.toy_envs:PixelSide-v0", "--num-steps", "32", "--num-minibatches", "2",
+               "--total-timesteps", "128", "--run-dir", "run"]
+    result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    ranks = [torch.load(tmp_path / f"rank{rank}.pt", weights_only=True) for rank in (0, 1)]
+    assert len(ranks[0]) == 2
+    for state0, state1 in zip(*ranks):
+        assert all(torch.equal(state0[name], state1[name]) for name in state0)
+    assert [int(r["global_step"]) for r in rows(tmp_path / "run" / "progress.csv")] == [64, 128]
+
+
+def test_old_checkpoints_with_obs_dim_still_load(tmp_path):
+    ppo_clip = load("ppo_clip")
+    agent = ppo_clip.Agent(obs_shape=(3,), action_dim=2, continuous=False)
+    config = {k: v for k, v in agent.config.items() if k != "obs_shape"}
+    torch.save({"format": ppo_clip.CHECKPOINT_FORMAT, "agent_config": {"obs_dim": 3, **config},
+                "agent": agent.state_dict()}, tmp_path / "model.pt")
+    loaded = ppo_clip.load_agent(tmp_path / "model.pt")
+    obs = torch.randn(4, 3)
+    assert torch.equal(loaded.get_value(obs), agent.get_value(obs))
