@@ -18,7 +18,7 @@ byte-identical in all three scripts, so `diff ppo_clip.py trpo.py` shows what TR
 Usage:
     python ppo_clip.py --env CartPole-v1
     python ppo_clip.py --env Hopper-v5 --seed 2
-    python ppo_clip.py --env ALE/Breakout-v5  # Atari, from pixels: pip install ale-py opencv-python-headless
+    python ppo_clip.py --env ALE/Breakout-v5  # needs: pip install ale-py opencv-python-headless
     python ppo_clip.py --eval runs/<run>/model.pt --eval-episodes 10
     python ppo_clip.py --resume runs/<run> --total-timesteps 2000000
 """

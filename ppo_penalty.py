@@ -29,7 +29,7 @@ penalty changes.
 Usage:
     python ppo_penalty.py --env CartPole-v1
     python ppo_penalty.py --env Hopper-v5 --seed 2
-    python ppo_penalty.py --env ALE/Breakout-v5  # Atari, from pixels: pip install ale-py opencv-python-headless
+    python ppo_penalty.py --env ALE/Breakout-v5  # needs: pip install ale-py opencv-python-headless
     python ppo_penalty.py --env Hopper-v5 --no-adaptive-beta --beta-init 3  # "Fixed KL"
     python ppo_penalty.py --eval runs/<run>/model.pt --eval-episodes 10
     python ppo_penalty.py --resume runs/<run> --total-timesteps 2000000

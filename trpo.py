@@ -39,7 +39,7 @@ changes.
 Usage:
     python trpo.py --env CartPole-v1
     python trpo.py --env Hopper-v5 --seed 2
-    python trpo.py --env ALE/Breakout-v5  # Atari, from pixels: pip install ale-py opencv-python-headless
+    python trpo.py --env ALE/Breakout-v5  # needs: pip install ale-py opencv-python-headless
     python trpo.py --eval runs/<run>/model.pt --eval-episodes 10
     python trpo.py --resume runs/<run> --total-timesteps 2000000
 """
