@@ -122,7 +122,9 @@ VALUE_HEAD_GAIN = 1.0
 HIDDEN_GAIN = math.sqrt(2)  # OpenAI baselines' scale for hidden layers, as in every PPO copying it
 STD_EPSILON = 1e-8  # keeps the normalizer's division finite for a constant feature
 PIXEL_MAX = 255.0  # images are uint8: dividing by this scales them to [0, 1]
-MIN_IMAGE_SIZE = 20  # the smallest side that cnn's two strided convolutions can take
+CNN_CONVS = ((16, 8, 4), (32, 4, 2))  # (filters, kernel, stride) of each convolution
+CNN_HIDDEN = 256
+MIN_IMAGE_SIZE = 20  # the smallest side that leaves CNN_CONVS a pixel to look at
 
 
 class RunningMeanStd(nn.Module):
@@ -162,17 +164,19 @@ def mlp(in_dim, hidden_sizes, out_dim, out_gain):
 
 
 def cnn(channels, height, width, out_dim, out_gain):
-    """The convolutional network of Mnih et al. 2016 (A3C), which the PPO paper used for
-    Atari: 16 8x8 filters with stride 4, 32 4x4 filters with stride 2, 256 units, ReLUs.
-    Images (B, channels, height, width) in [0, 1]; initialized as mlp is."""
-    conv_out = [((size - 8) // 4 + 1 - 4) // 2 + 1 for size in (height, width)]  # after both convs
-    layers = [nn.Conv2d(channels, 16, 8, stride=4), nn.ReLU(), nn.Conv2d(16, 32, 4, stride=2),
-              nn.ReLU(), nn.Flatten(), nn.Linear(32 * conv_out[0] * conv_out[1], 256), nn.ReLU(),
-              nn.Linear(256, out_dim)]
-    for layer in layers:
-        if isinstance(layer, (nn.Conv2d, nn.Linear)):
-            nn.init.orthogonal_(layer.weight, out_gain if layer is layers[-1] else HIDDEN_GAIN)
-            nn.init.zeros_(layer.bias)
+    """ReLU network of Mnih et al. 2016 (A3C), the PPO paper's Atari policy: the CNN_CONVS
+    convolutions, CNN_HIDDEN units, the output; initialized as mlp is. Takes images
+    (B, channels, height, width) scaled to [0, 1]."""
+    layers = []
+    for filters, kernel, stride in CNN_CONVS:
+        layers += [nn.Conv2d(channels, filters, kernel, stride=stride), nn.ReLU()]
+        height, width = ((size - kernel) // stride + 1 for size in (height, width))
+        channels = filters
+    layers += [nn.Flatten(), nn.Linear(channels * height * width, CNN_HIDDEN), nn.ReLU(),
+               nn.Linear(CNN_HIDDEN, out_dim)]
+    for layer in (layer for layer in layers if hasattr(layer, "weight")):
+        nn.init.orthogonal_(layer.weight, out_gain if layer is layers[-1] else HIDDEN_GAIN)
+        nn.init.zeros_(layer.bias)
     return nn.Sequential(*layers)
 
 

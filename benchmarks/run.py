@@ -51,6 +51,13 @@ DEFAULT_BUDGETS = {
     "Hopper-v5": 1_000_000,
     "Walker2d-v5": 1_000_000,
     "HalfCheetah-v5": 1_000_000,
+    # The rest of the PPO paper's seven MuJoCo tasks (its Figure 3 and Table 1), also at 1M.
+    "InvertedPendulum-v5": 1_000_000,
+    "InvertedDoublePendulum-v5": 1_000_000,
+    "Reacher-v5": 1_000_000,
+    "Swimmer-v5": 1_000_000,
+    # Atari: 1M steps (4M frames), what one CPU core trains in about two hours; the papers ran 10M.
+    "ALE/Breakout-v5": 1_000_000,
 }
 PROGRESS_EVERY = 60.0  # seconds between progress lines while no run finishes
 POLL_INTERVAL = 0.5  # seconds between checks of the children
@@ -144,7 +151,7 @@ class Run:
     def __init__(self, results, env, algo, seed, budget, tag=None):
         self.env, self.algo, self.seed, self.budget = env, algo, seed, budget
         folder = algo if tag is None else f"{algo}+{tag}"
-        self.dir = results / env / folder / f"seed{seed}"
+        self.dir = results / env.replace("/", "_") / folder / f"seed{seed}"  # ALE/X: one folder
         self.log = self.dir.with_name(f"seed{seed}.log")
         self.name = f"{env}/{folder}/seed{seed}"
 
