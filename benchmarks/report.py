@@ -71,7 +71,9 @@ METRICS = {"train": "training score", "eval": "deterministic evaluation"}
 SOURCES = {
     "cleanrl": "CleanRL, `docs/benchmark/ppo_continuous_action.md` (github.com/vwxyzjn/cleanrl)",
     "baselines": "OpenAI Baselines, `benchmarks_mujoco1M.htm` (github.com/openai/baselines)",
-    "sb3-contrib": "sb3-contrib, `docs/modules/trpo.md` (github.com/Stable-Baselines-Team/stable-baselines3-contrib)",
+    "sb3-contrib": "sb3-contrib, `docs/modules/trpo.rst` (github.com/Stable-Baselines-Team/stable-baselines3-contrib); "
+                   "its ± is the standard error over the 3 seeds, std / √3, as the RL Zoo's "
+                   "`rl_zoo3/plots/all_plots.py` prints it",
     "here": "measured on this project's machine: Stable-Baselines3 2.9.2 PPO with its defaults plus "
             "VecNormalize (observations and rewards), Hopper-v5, 1M steps, seeds 1–3, both metrics "
             "(`benchmarks/sb3_ppo.py`, runs in `benchmarks/anchors/sb3_ppo/`); an earlier single "
@@ -254,10 +256,15 @@ def solved_cell(env, runs):
     return f"{text} ({len(reached)}/{len(runs)} solved)"
 
 
+# Sources whose ± is the standard error of the mean over seeds rather than their std.
+STANDARD_ERROR = {"sb3-contrib"}
+
+
 def anchor_text(anchor, with_note=False):
     """CleanRL PPO 2,383 ± 272 (train; v4, 3 seeds): an anchor with its metric."""
-    _, label, mean, std, metric, note = anchor
-    score = fmt(mean) + (f" ± {fmt(std)}" if std is not None else "")
+    source, label, mean, std, metric, note = anchor
+    spread = " s.e." if source in STANDARD_ERROR else ""
+    score = fmt(mean) + (f" ± {fmt(std)}{spread}" if std is not None else "")
     return f"{label} {score} ({metric}" + (f"; {note})" if with_note else ")")
 
 

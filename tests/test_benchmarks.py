@@ -314,7 +314,7 @@ def test_report_summary_compares_each_metric_with_its_own_best_anchor(tmp_path):
     assert lines[0] == "| env | seeds | `ppo_clip` train / eval | PPO anchors | `trpo` train / eval | TRPO anchors |"
     assert lines[2] == ("| Hopper-v5 | 2/1 | **2,800 ± 100** / 3,050 ± 50.0 "
                         "| SB3 PPO 2,728 ± 151 (train); SB3 PPO 3,559 ± 167 (eval) "
-                        "| **2,000** / 3,300 | Baselines trpo_mpi 1,913 (train); sb3-contrib TRPO 3,372 ± 215 (eval) |")
+                        "| **2,000** / 3,300 | Baselines trpo_mpi 1,913 (train); sb3-contrib TRPO 3,372 ± 215 s.e. (eval) |")
     # --into: a README-like file takes the summary alone; a file with both pairs of
     # markers gets the summary once, in its own place.
     readme, bench = tmp_path / "README.md", tmp_path / "BENCH.md"
