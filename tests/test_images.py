@@ -66,20 +66,27 @@ def test_check_env_describes_images_and_refuses_the_rest(module):
         module.check_env("ImageObs-v0")  # 8x8: too small for the CNN's strides
 
 
-def test_images_stay_uint8_and_a_time_limit_bootstraps(module):
-    """PixelSideTimeLimit-v0 never terminates; its time limit cuts every episode at 5 steps."""
-    envs = module.make_vector_env("PixelSideTimeLimit-v0", num_envs=2, vector="sync")
+def image_rollout(module, env_id, shape, num_steps, num_envs):
+    """One rollout of an agent whose V(s) = VALUE for every image: (buffer, episode tracker)."""
+    envs = module.make_vector_env(env_id, num_envs=num_envs, vector="sync")
     try:
         obs = module.seed_everything(0, envs)
-        agent = module.Agent(obs_shape=(24, 24, 3), action_dim=2, continuous=False)
+        agent = module.Agent(obs_shape=shape, action_dim=2, continuous=False)
         with torch.no_grad():
             agent.critic[-1].weight.zero_()
-            agent.critic[-1].bias.fill_(VALUE)  # V(s) = 2 for every image
-        buf = module.Rollout.empty(12, 2, {"obs_shape": [24, 24, 3], "action_dim": 2, "continuous": False},
+            agent.critic[-1].bias.fill_(VALUE)
+        buf = module.Rollout.empty(num_steps, num_envs, {"obs_shape": shape, "action_dim": 2, "continuous": False},
                                    "cpu")
-        module.collect_rollout(envs, agent, buf, obs, GAMMA, module.EpisodeTracker(2, 0, 2))
+        tracker = module.EpisodeTracker(num_envs, 0, num_envs)
+        module.collect_rollout(envs, agent, buf, obs, GAMMA, tracker)
     finally:
         envs.close()
+    return buf, tracker
+
+
+def test_images_stay_uint8_and_a_time_limit_bootstraps(module):
+    """PixelSideTimeLimit-v0 never terminates; its time limit cuts every episode at 5 steps."""
+    buf, _ = image_rollout(module, "PixelSideTimeLimit-v0", [24, 24, 3], num_steps=12, num_envs=2)
     assert buf.obs.dtype == torch.uint8 and set(buf.obs.unique().tolist()) == {0, 255}
     assert buf.dones[:, 0].nonzero().flatten().tolist() == [4, 9]
     assert buf.bootstrap[[4, 9]].flatten().tolist() == pytest.approx([GAMMA * VALUE] * 4)
@@ -89,19 +96,7 @@ def test_images_stay_uint8_and_a_time_limit_bootstraps(module):
 def test_a_lost_life_ends_the_learners_episode_not_the_logged_game(module):
     """LivesGame: 3 lives of 4 steps, 10 points a step. GAE sees an end every 4 steps and
     (with --sign-rewards) rewards of 1; the logs see games of 12 steps scoring 120."""
-    envs = module.make_vector_env("tests.toy_envs:LivesGame-v0", num_envs=1, vector="sync")
-    try:
-        obs = module.seed_everything(0, envs)
-        agent = module.Agent(obs_shape=(1, 24, 24), action_dim=2, continuous=False)
-        with torch.no_grad():
-            agent.critic[-1].weight.zero_()
-            agent.critic[-1].bias.fill_(VALUE)
-        buf = module.Rollout.empty(24, 1, {"obs_shape": [1, 24, 24], "action_dim": 2, "continuous": False},
-                                   "cpu")
-        tracker = module.EpisodeTracker(1, 0, 1)
-        module.collect_rollout(envs, agent, buf, obs, GAMMA, tracker)
-    finally:
-        envs.close()
+    buf, tracker = image_rollout(module, "tests.toy_envs:LivesGame-v0", [1, 24, 24], num_steps=24, num_envs=1)
     assert buf.dones[:, 0].nonzero().flatten().tolist() == [3, 7, 11, 15, 19, 23]
     assert buf.bootstrap.count_nonzero() == 0  # a lost life is terminal for the learner
     assert buf.obs[4, 0, 0, 0, 0].item() == 4  # the game went on after the first life, no reset
