@@ -348,3 +348,17 @@ def test_the_sb3_anchor_script_says_when_sb3_is_missing(tmp_path, monkeypatch, c
     error = capsys.readouterr().err
     assert error.count("\n") == 1 and "cannot import stable_baselines3" in error
     assert not (tmp_path / "out").exists()
+
+
+def test_random_policy_scores_whole_episodes_and_keeps_other_envs(tmp_path):
+    out = tmp_path / "random.json"
+    out.write_text(json.dumps({"Other-v0": {"mean": 1.0}}))
+    result = tool("random_policy", "--envs", "CartPole-v1", "--episodes", "5", "--out", out, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    scores = json.loads(out.read_text())
+    assert scores["Other-v0"] == {"mean": 1.0}  # an env not asked for is kept
+    cartpole = scores["CartPole-v1"]
+    assert cartpole["episodes"] == 5 and 8 <= cartpole["mean"] <= 100  # random CartPole lasts ~22 steps
+    assert cartpole["mean"] * 5 == pytest.approx(round(cartpole["mean"] * 5))  # whole episodes of 1s
+    bad = tool("random_policy", "--envs", "NoSuchEnv-v0", "--out", out, cwd=tmp_path)
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
