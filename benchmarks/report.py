@@ -17,7 +17,11 @@ with the TRPO columns.
 
 It opens with a summary: per env with anchors, each script's training score
 and deterministic evaluation side by side with its family's best anchor on each
-metric, bold where the cell reaches it.
+metric, bold where the cell reaches it; then, over the PPO paper's seven MuJoCo
+tasks, each script's mean beside Baselines' and the paper's Table 1 question:
+the average normalized score (random policy 0, from benchmarks/random_policy.py;
+best setting 1) of clipping, the KL penalty, no clipping (ppo_clip.py --no-clip,
+run with run.py --tag noclip) and TRPO.
 
 With --into BENCHMARKS.md the same tables and plot also replace the part of
 that file between the lines BEGIN_MARKER and END_MARKER (below), headings one
@@ -100,7 +104,41 @@ ANCHORS = {
         "TRPO": [("sb3-contrib", "sb3-contrib TRPO", 1803, 46, "eval", "v3, 3 seeds"),
                  ("baselines", "Baselines trpo_mpi", 1290, None, "train", "6 seeds")],
     },
+    # The rest of the PPO paper's seven tasks. Baselines ran v2: its InvertedPendulum paid
+    # the falling step too and its InvertedDoublePendulum its alive bonus on termination
+    # (v5 pays neither: v5 scores a little lower), and its Reacher took the distance reward
+    # before the physics step (v5 after it: about even).
+    "InvertedPendulum-v5": {
+        "PPO": [("cleanrl", "CleanRL PPO", 963, 22, "train", "v4, 3 seeds"),
+                ("baselines", "Baselines ppo2", 809.43, None, "train", "6 seeds")],
+        "TRPO": [("baselines", "Baselines trpo_mpi", 905.1, None, "train", "6 seeds")],
+    },
+    "InvertedDoublePendulum-v5": {
+        "PPO": [("baselines", "Baselines ppo2", 7102.91, None, "train", "6 seeds")],
+        "TRPO": [("baselines", "Baselines trpo_mpi", 6731.63, None, "train", "6 seeds")],
+    },
+    "Reacher-v5": {
+        "PPO": [("baselines", "Baselines ppo2", -6.71, None, "train", "6 seeds")],
+        "TRPO": [("baselines", "Baselines trpo_mpi", -4.82, None, "train", "6 seeds")],
+    },
+    "Swimmer-v5": {
+        "PPO": [("baselines", "Baselines ppo2", 111.19, None, "train", "6 seeds")],
+        "TRPO": [("baselines", "Baselines trpo_mpi", 94.96, None, "train", "6 seeds")],
+    },
 }
+
+# The PPO paper's seven MuJoCo tasks (Figure 3, Table 1), and what they are compared with.
+PPO_PAPER_TASKS = ["HalfCheetah-v5", "Hopper-v5", "InvertedDoublePendulum-v5", "InvertedPendulum-v5",
+                   "Reacher-v5", "Swimmer-v5", "Walker2d-v5"]
+SEVEN_TASK_MEANS = [("Baselines ppo2", 2203.79), ("Baselines trpo_mpi", 1896.01)]  # benchmarks_mujoco1M
+# Table 1 of the PPO paper: average normalized score (random policy 0, best setting 1) over
+# 7 tasks x 3 seeds, and the row here that asks the same question (None: not run here).
+TABLE_1 = [("no clipping or penalty", -0.39, "ppo_clip+noclip"),
+           ("clipping, ε = 0.2", 0.82, "ppo_clip"),
+           ("adaptive KL, d_targ = 0.01 (here with its KL hinge)", 0.74, "ppo_penalty"),
+           ("fixed KL, β = 1", 0.71, None),
+           ("TRPO (not in Table 1; normalized on the same scale)", None, "trpo")]
+RANDOM_SCORES = Path(__file__).resolve().parent / "anchors" / "random_policy.json"
 
 
 # --into: the generated parts of a hand-written Markdown file lie between these lines:
@@ -291,9 +329,17 @@ def summary_cell(env, algorithm, runs):
     return " / ".join(parts)
 
 
-def summary_section(table):
+def summary_section(table, random_scores=None):
     """One row per env with anchors: each script's default row side by side with the
-    best anchor of its family on each metric. Runs still training are left out."""
+    best anchor of its family on each metric. Runs still training are left out. Then,
+    if any of them ran, the PPO paper's seven tasks (seven_task_section), normalized
+    with `random_scores` (default: those of benchmarks/random_policy.py)."""
+    if random_scores is None:
+        random_scores = json.loads(RANDOM_SCORES.read_text()) if RANDOM_SCORES.exists() else {}
+    seven = []
+    if any(task in table for task in PPO_PAPER_TASKS):
+        seven = ["", "**The PPO paper's seven MuJoCo tasks** (its Figure 3; 1M steps):", ""]
+        seven += seven_task_section(table, random_scores)
     algorithms = [a for a in ALGORITHM_ORDER if any(a in table.get(env, {}) for env in ANCHORS)]
     envs = [env for env in ANCHORS if any(a in table.get(env, {}) for a in algorithms)]
     if not envs:
@@ -319,7 +365,54 @@ def summary_section(table):
     return lines + ["", f"`seeds`: finished runs of {' / '.join(algorithms)}. Each cell is the training score "
                     f"(mean of the last {FINAL_EPISODES} training episodes) / the deterministic evaluation "
                     "(benchmarks/evaluate.py), mean ± std over seeds; **bold**: at or above the family's "
-                    "best anchor on the same metric."]
+                    "best anchor on the same metric."] + seven
+
+
+def task_means(table, row):
+    """{task: mean training score over the finished runs of `row`} for the PPO paper's tasks."""
+    means = {}
+    for task in PPO_PAPER_TASKS:
+        scores = [final_score(run)[0] for run in table.get(task, {}).get(row, []) if not run["in_progress"]]
+        if scores:
+            means[task] = float(np.mean(scores))
+    return means
+
+
+def seven_task_section(table, random_scores):
+    """The mean over the PPO paper's seven tasks per script, beside Baselines', and Table 1's
+    average normalized score, once every row involved has finished runs on all seven."""
+    rows = [*ALGORITHM_ORDER, "ppo_clip+noclip"]
+    means = {row: task_means(table, row) for row in rows}
+    lines = ["| script | tasks with finished runs | mean over the seven tasks (training score) |",
+             "|---|---|---|"]
+    for row in rows:
+        done = len(means[row])
+        mean = fmt(np.mean(list(means[row].values()))) if done == len(PPO_PAPER_TASKS) else "—"
+        lines.append(f"| `{row}` | {done}/{len(PPO_PAPER_TASKS)} | {mean} |")
+    lines += [f"| {label} (v2, 6 seeds) | 7/7 | {fmt(value)} |" for label, value in SEVEN_TASK_MEANS]
+    complete = [row for row in rows if len(means[row]) == len(PPO_PAPER_TASKS)]
+    paper_rows = [row for _, paper, row in TABLE_1 if paper is not None and row is not None]
+    waiting = [row for row in paper_rows if row not in complete]
+    missing = [task for task in PPO_PAPER_TASKS if task not in random_scores]
+    lines += ["", "**Table 1's question** (average normalized score over the seven tasks × seeds):", ""]
+    if waiting or missing:
+        return lines + ["Not yet computed: waiting for " + " and ".join(
+            ([f"finished runs of {', '.join(waiting)} on all seven tasks"] if waiting else [])
+            + ([f"random-policy scores of {', '.join(missing)}"] if missing else [])) + "."]
+    # 1 is the best of the paper's settings run here, per task (the mean over its seeds).
+    best = {task: max(means[row][task] for row in paper_rows) for task in PPO_PAPER_TASKS}
+    lines += ["| setting | PPO paper | here |", "|---|---|---|"]
+    for label, paper, row in TABLE_1:
+        here = "not run"
+        if row in complete:
+            scores = [(final_score(run)[0] - random_scores[task]["mean"])
+                      / (best[task] - random_scores[task]["mean"])
+                      for task in PPO_PAPER_TASKS for run in table[task][row] if not run["in_progress"]]
+            here = f"{np.mean(scores):.2f} ({len(scores)} runs)"
+        lines.append(f"| {label} | {'—' if paper is None else f'{paper:.2f}'} | {here} |")
+    return lines + ["", "0 is the mean return of uniformly random actions (`benchmarks/random_policy.py`, "
+                    "100 episodes per task); 1 is, per task, the best mean over seeds among the paper's "
+                    "settings run here; each run is normalized, then all runs averaged, as the paper did."]
 
 
 def env_section(env, algos):
