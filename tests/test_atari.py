@@ -3,12 +3,17 @@ the user's round trip on Breakout: train, evaluate, resume, refuse a mismatched 
 
 import csv
 import json
+import signal
+import subprocess
+import sys
+import time
 
 import cv2
 import numpy as np
 import pytest
+import torch
 
-from tests.conftest import SCRIPTS, load, run_script
+from tests.conftest import REPO, SCRIPTS, load, run_script
 
 ppo_clip = load("ppo_clip")
 BREAKOUT = "ALE/Breakout-v5"
@@ -118,3 +123,41 @@ def test_without_ale_py_an_atari_id_gets_one_line_saying_what_to_install(tmp_pat
         "ppo_clip.py: error: ALE/Breakout-v5 needs ale-py and OpenCV: pip install ale-py "
         "opencv-python-headless (No module named ale_py)"]
     assert not (tmp_path / "runs").exists()
+
+
+def rows(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def train_until(tmp_path, progress_rows, *args):
+    """Start ppo_clip on Breakout and return the process once progress.csv has that many rows."""
+    command = [sys.executable, str(REPO / "ppo_clip.py"), *args]
+    process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    progress, deadline = tmp_path / "run" / "progress.csv", time.monotonic() + 300
+    while not (progress.exists() and len(rows(progress)) >= progress_rows) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return process
+
+
+def test_breakout_survives_ctrl_c_and_sigkill_and_records_its_games(tmp_path):
+    small = ["--num-envs", "2", "--num-steps", "32", "--num-minibatches", "2", "--checkpoint-every", "2"]
+    process = train_until(tmp_path, 2, "--env", BREAKOUT, *small, "--total-timesteps", "100000",
+                          "--run-dir", "run")
+    process.send_signal(signal.SIGINT)  # Ctrl-C: a checkpoint after this update
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130 and "Traceback" not in stderr
+    stopped = int(rows(tmp_path / "run" / "progress.csv")[-1]["global_step"])
+    assert torch.load(tmp_path / "run" / "model.pt", weights_only=True)["global_step"] == stopped
+    process = train_until(tmp_path, stopped // 64 + 3, "--resume", "run")
+    process.kill()  # SIGKILL: no checkpoint of its own, rows past the last periodic one
+    process.communicate(timeout=60)
+    saved = torch.load(tmp_path / "run" / "model.pt", weights_only=True)["global_step"]
+    result = run_script("ppo_clip", "--resume", "run", "--total-timesteps", saved + 128, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    steps = [int(r["global_step"]) for r in rows(tmp_path / "run" / "progress.csv")]
+    assert steps == list(range(64, saved + 129, 64))  # every update once, none twice
+    video = run_script("ppo_clip", "--eval", "run/model.pt", "--eval-episodes", "1", "--stochastic-eval",
+                       "--capture-video", cwd=tmp_path)
+    assert video.returncode == 0, video.stderr
+    assert len(list((tmp_path / "run").glob("eval-videos-*/*.mp4"))) == 1  # one video of the whole game
