@@ -16,8 +16,8 @@ The step is solved as in the paper's appendix C:
 The damping lambda (--cg-damping; not in the paper) enters the step length too, as
 in Schulman's modular_rl, Spinning Up, baselines' trpo_mpi and sb3-contrib: the full
 step's KL under the quadratic model is delta * s^T F s / s^T (F + lambda I) s, not
-delta. With lambda = 0.1 that is 0.6-0.9 delta; the measured median KL per update is
-0.0054-0.0083 on the benchmark tasks (BENCHMARKS.md), where delta = 0.01.
+delta. With lambda = 0.1 that is 0.7-0.9 delta on trained MuJoCo checkpoints, and the
+median KL per update of the MuJoCo runs is 0.006-0.007 for delta = 0.01 (BENCHMARKS.md).
 
 The first three lines are the natural policy gradient (Kakade 2002; TRPO
 section 7); what TRPO adds is the step length from delta rather than a
