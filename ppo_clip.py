@@ -256,11 +256,11 @@ class Rollout:
 
     @classmethod
     def empty(cls, num_steps, num_envs, spaces, device):
-        def zeros(*trailing):  # (T, N, *trailing)
-            return torch.zeros((num_steps, num_envs, *trailing), device=device)
+        def zeros(*trailing, dtype=torch.float32):  # (T, N, *trailing)
+            return torch.zeros((num_steps, num_envs, *trailing), dtype=dtype, device=device)
         actions = zeros(spaces["action_dim"]) if spaces["continuous"] else zeros().long()
-        obs = zeros(*spaces["obs_shape"])
-        obs = obs.to(torch.uint8) if len(spaces["obs_shape"]) == 3 else obs  # 4x less memory
+        image = len(spaces["obs_shape"]) == 3  # kept as uint8: 4x less memory than float32
+        obs = zeros(*spaces["obs_shape"], dtype=torch.uint8 if image else torch.float32)
         return cls(obs=obs, actions=actions, logprobs=zeros(),
                    values=zeros(), rewards=zeros(), dones=zeros(), bootstrap=zeros(),
                    next_value=torch.zeros(num_envs, device=device))
