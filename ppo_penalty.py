@@ -63,6 +63,8 @@ from torch.distributions import Categorical, Independent, Normal
 # --- PPO-penalty's own settings (the settings every script shares are in Part 2) ---
 ALGORITHM = "ppo_penalty"
 DESCRIPTION = "PPO with the adaptive KL penalty (arXiv 1707.06347, section 4)."
+# Images: one CNN under both heads (Mnih et al. 2016; the PPO paper's c1 weighs the losses).
+SHARE_CNN = True
 
 
 # For ALE/* ids (Atari) these defaults replace the usual ones; a flag given still wins.
@@ -150,26 +152,26 @@ def mlp(in_dim, hidden_sizes, out_dim, out_gain):
     return nn.Sequential(*layers[:-1])  # no Tanh after the output layer
 
 
-def cnn(channels, height, width, out_dim, out_gain):
-    """ReLU network of Mnih et al. 2016 (A3C), the PPO paper's Atari policy: the CNN_CONVS
-    convolutions, CNN_HIDDEN units, the output; initialized as mlp is. Takes images
-    (B, channels, height, width) scaled to [0, 1]."""
+def cnn(channels, height, width):
+    """ReLU network of Mnih et al. 2016 (A3C), the PPO paper's Atari policy, up to its
+    features: the CNN_CONVS convolutions, then CNN_HIDDEN units; initialized as mlp is.
+    Takes images (B, channels, height, width) scaled to [0, 1]."""
     layers = []
     for filters, kernel, stride in CNN_CONVS:
         layers += [nn.Conv2d(channels, filters, kernel, stride=stride), nn.ReLU()]
         height, width = ((size - kernel) // stride + 1 for size in (height, width))
         channels = filters
-    layers += [nn.Flatten(), nn.Linear(channels * height * width, CNN_HIDDEN), nn.ReLU(),
-               nn.Linear(CNN_HIDDEN, out_dim)]
+    layers += [nn.Flatten(), nn.Linear(channels * height * width, CNN_HIDDEN), nn.ReLU()]
     for layer in (layer for layer in layers if hasattr(layer, "weight")):
-        nn.init.orthogonal_(layer.weight, out_gain if layer is layers[-1] else HIDDEN_GAIN)
+        nn.init.orthogonal_(layer.weight, HIDDEN_GAIN)
         nn.init.zeros_(layer.bias)
     return nn.Sequential(*layers)
 
 
 class Agent(nn.Module):
-    """Separate policy and value networks: MLPs for vectors (obs_shape (obs_dim,)), the
-    CNN for images (obs_shape (C, H, W), or (H, W, C) for channels-last). A vector agent
+    """Separate policy and value networks: MLPs for vectors (obs_shape (obs_dim,)), CNNs
+    for images (obs_shape (C, H, W), or (H, W, C) for channels-last), or one CNN with two
+    heads under share_cnn (the scripts' SHARE_CNN). A vector agent
     holds its observation normalizer: its statistics are buffers, saved with the weights,
     so a loaded agent sees observations exactly as in training. They change only through
     `obs_rms.update`, which training calls between updates; images are only scaled to
@@ -178,11 +180,12 @@ class Agent(nn.Module):
     learned, state-independent log-std (Box; PPO paper section 6.1)."""
 
     def __init__(self, obs_shape, action_dim, continuous, hidden_sizes=(64, 64), norm_obs=True,
-                 obs_clip=10.0):
+                 obs_clip=10.0, share_cnn=False):
         super().__init__()
-        self.config = {"obs_shape": list(obs_shape), "action_dim": action_dim,
-                       "continuous": continuous, "hidden_sizes": list(hidden_sizes),
-                       "norm_obs": norm_obs, "obs_clip": obs_clip}  # load_agent rebuilds from it
+        self.config = {  # load_agent rebuilds the agent from it
+            "obs_shape": list(obs_shape), "action_dim": action_dim, "continuous": continuous,
+            "hidden_sizes": list(hidden_sizes), "norm_obs": norm_obs, "obs_clip": obs_clip,
+            "share_cnn": share_cnn}
         self.image = len(obs_shape) == 3
         self.continuous, self.obs_clip = continuous, obs_clip
         self.norm_obs = norm_obs and not self.image  # images are scaled instead
@@ -190,8 +193,10 @@ class Agent(nn.Module):
             # Channels come first or last; either way they are the smallest dimension.
             self.channels_last = obs_shape[-1] < obs_shape[0]
             c, h, w = (obs_shape[2], *obs_shape[:2]) if self.channels_last else obs_shape
-            self.critic = cnn(c, h, w, 1, VALUE_HEAD_GAIN)
-            self.actor = cnn(c, h, w, action_dim, POLICY_HEAD_GAIN)
+            features = cnn(c, h, w)  # a linear head on it each, or on a copy for the actor
+            self.critic = nn.Sequential(features, mlp(CNN_HIDDEN, (), 1, VALUE_HEAD_GAIN))
+            self.actor = nn.Sequential(features if share_cnn else cnn(c, h, w),
+                                       mlp(CNN_HIDDEN, (), action_dim, POLICY_HEAD_GAIN))
         else:
             self.obs_rms = RunningMeanStd(tuple(obs_shape))
             self.critic = mlp(obs_shape[0], hidden_sizes, 1, VALUE_HEAD_GAIN)
@@ -593,7 +598,7 @@ def train(args):
     try:
         obs = seed_everything(run.seed, envs)  # before the networks: their weights are random
         agent = Agent(**run.spaces, hidden_sizes=args.hidden_sizes, norm_obs=args.norm_obs,
-                      obs_clip=args.obs_clip).to(run.device)
+                      obs_clip=args.obs_clip, share_cnn=SHARE_CNN).to(run.device)
         optimizers = make_optimizers(agent, args)
         algorithm_state = initial_algorithm_state(args)
         reward_scaler = (RewardScaler(args.num_envs, args.gamma, args.reward_clip)
@@ -1067,16 +1072,15 @@ class Run:
         self.start_time, self.start_step = time.time(), self.global_step
 
     def schedule_progress(self):
-        """The fraction of the step-size schedule done before this update: step / total
-        in a run that never stopped."""
+        """The share of the step-size schedule done before this update (step / total unless
+        resumed with a new total)."""
         step, progress = self.anchor
         share = (self.global_step - step) / (self.args.total_timesteps - step)
         self.last = (self.global_step, progress + (1.0 - progress) * share)
         return self.last[1]
 
     def on_sigint(self, signum, frame):
-        """The first Ctrl-C stops after the current update, so that the checkpoint is
-        consistent; a second one stops at once."""
+        """The first Ctrl-C stops after this update (a consistent checkpoint); a second, at once."""
         if self.sigint:
             raise KeyboardInterrupt
         self.sigint = True
@@ -1156,8 +1160,7 @@ class Run:
 
 
 def explained_variance(batch):
-    """1 - Var[returns - values] / Var[returns]: 1 is a perfect value function, 0 no better
-    than a constant."""
+    """1 - Var[returns - values] / Var[returns]: 1 a perfect value function, 0 a constant's."""
     var = batch.returns.var()
     return float("nan") if var == 0 else float(1 - (batch.returns - batch.values).var() / var)
 

@@ -41,13 +41,15 @@ def test_image_agent_scales_pixels_and_takes_either_channel_order(module, shape)
     assert torch.equal(clone.get_value(obs), agent.get_value(obs))
 
 
-def test_the_cnn_is_mnih_et_al_2016s(module):
+@pytest.mark.parametrize("share_cnn", [False, True])
+def test_the_cnn_is_mnih_et_al_2016s(module, share_cnn):
     """16 8x8 filters stride 4, 32 4x4 stride 2, 256 units (A3C's network, the PPO paper's
-    Atari policy), one copy each for the policy and the value, orthogonally initialized."""
+    Atari policy), orthogonally initialized, under a linear head each for the policy and
+    the value; one CNN for both under share_cnn, else a copy each."""
     torch.manual_seed(0)
-    agent = module.Agent(obs_shape=(4, 84, 84), action_dim=6, continuous=False)
+    agent = module.Agent(obs_shape=(4, 84, 84), action_dim=6, continuous=False, share_cnn=share_cnn)
     for net, out, gain in ((agent.actor, 6, 0.01), (agent.critic, 1, 1.0)):
-        layers = [layer for layer in net if not isinstance(layer, (torch.nn.ReLU, torch.nn.Flatten))]
+        layers = [layer for layer in net.modules() if isinstance(layer, (torch.nn.Conv2d, torch.nn.Linear))]
         assert [(type(layer).__name__, layer.weight.shape) for layer in layers] == [
             ("Conv2d", (16, 4, 8, 8)), ("Conv2d", (32, 16, 4, 4)), ("Linear", (256, 32 * 9 * 9)),
             ("Linear", (out, 256))]
@@ -57,6 +59,21 @@ def test_the_cnn_is_mnih_et_al_2016s(module):
         flat = layers[1].weight.flatten(1)  # (32, 256): orthogonal rows, scaled by sqrt(2)
         assert torch.allclose(flat @ flat.T, 2 * torch.eye(32), atol=1e-4)
         assert all(torch.all(layer.bias == 0) for layer in layers)
+    cnn_size = sum(p.numel() for p in agent.critic[0].parameters())
+    heads = (256 + 1) * (6 + 1)
+    assert sum(p.numel() for p in agent.parameters()) == (1 if share_cnn else 2) * cnn_size + heads
+    # Shared: the value loss alone moves the features the policy reads.
+    obs = torch.randint(0, 256, (3, 4, 84, 84), dtype=torch.uint8)
+    agent.get_value(obs).sum().backward()
+    assert (agent.actor[0][0].weight.grad is not None) == share_cnn
+    clone = module.Agent(**agent.config)  # a saved agent comes back shared or not, as it was
+    clone.load_state_dict(agent.state_dict())
+    assert (clone.actor[0] is clone.critic[0]) == share_cnn
+
+
+def test_ppo_shares_the_cnn_and_trpo_does_not(module):
+    # TRPO's natural-gradient step and its value fit must move disjoint parameters.
+    assert module.SHARE_CNN == (module.ALGORITHM != "trpo")
 
 
 def test_check_env_describes_images_and_refuses_the_rest(module):
@@ -73,8 +90,9 @@ def image_rollout(module, env_id, shape, num_steps, num_envs):
         obs = module.seed_everything(0, envs)
         agent = module.Agent(obs_shape=shape, action_dim=2, continuous=False)
         with torch.no_grad():
-            agent.critic[-1].weight.zero_()
-            agent.critic[-1].bias.fill_(VALUE)
+            head = agent.critic[-1][0]  # the value's linear head on the CNN's features
+            head.weight.zero_()
+            head.bias.fill_(VALUE)
         buf = module.Rollout.empty(num_steps, num_envs, {"obs_shape": shape, "action_dim": 2, "continuous": False},
                                    "cpu")
         tracker = module.EpisodeTracker(num_envs, 0, num_envs)
