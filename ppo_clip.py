@@ -176,10 +176,10 @@ class Agent(nn.Module):
             # Channels come first or last; either way they are the smallest dimension.
             self.channels_last = obs_shape[-1] < obs_shape[0]
             c, h, w = (obs_shape[2], *obs_shape[:2]) if self.channels_last else obs_shape
-            features = cnn(c, h, w)  # a linear head on it each, or on a copy for the actor
-            self.critic = nn.Sequential(features, mlp(CNN_HIDDEN, (), 1, VALUE_HEAD_GAIN))
-            self.actor = nn.Sequential(features if share_cnn else cnn(c, h, w),
-                                       mlp(CNN_HIDDEN, (), action_dim, POLICY_HEAD_GAIN))
+            features = cnn(c, h, w)  # under a linear head each: an mlp without hidden layers
+            self.critic = nn.Sequential(*features, *mlp(CNN_HIDDEN, (), 1, VALUE_HEAD_GAIN))
+            self.actor = nn.Sequential(*(features if share_cnn else cnn(c, h, w)),
+                                       *mlp(CNN_HIDDEN, (), action_dim, POLICY_HEAD_GAIN))
         else:
             self.obs_rms = RunningMeanStd(tuple(obs_shape))
             self.critic = mlp(obs_shape[0], hidden_sizes, 1, VALUE_HEAD_GAIN)

@@ -59,16 +59,29 @@ def test_the_cnn_is_mnih_et_al_2016s(module, share_cnn):
         flat = layers[1].weight.flatten(1)  # (32, 256): orthogonal rows, scaled by sqrt(2)
         assert torch.allclose(flat @ flat.T, 2 * torch.eye(32), atol=1e-4)
         assert all(torch.all(layer.bias == 0) for layer in layers)
-    cnn_size = sum(p.numel() for p in agent.critic[0].parameters())
     heads = (256 + 1) * (6 + 1)
+    cnn_size = sum(p.numel() for p in agent.critic.parameters()) - (256 + 1)
     assert sum(p.numel() for p in agent.parameters()) == (1 if share_cnn else 2) * cnn_size + heads
     # Shared: the value loss alone moves the features the policy reads.
     obs = torch.randint(0, 256, (3, 4, 84, 84), dtype=torch.uint8)
     agent.get_value(obs).sum().backward()
-    assert (agent.actor[0][0].weight.grad is not None) == share_cnn
+    assert (agent.actor[0].weight.grad is not None) == share_cnn
     clone = module.Agent(**agent.config)  # a saved agent comes back shared or not, as it was
     clone.load_state_dict(agent.state_dict())
     assert (clone.actor[0] is clone.critic[0]) == share_cnn
+
+
+def test_an_image_model_saved_before_the_heads_were_split_off_still_loads(module, tmp_path):
+    """Before 5e7cd51 each CNN was one Sequential ending in its output layer, with no
+    share_cnn in the config; the layers keep those names, so such a model.pt loads."""
+    torch.manual_seed(0)
+    agent = module.Agent(obs_shape=(4, 84, 84), action_dim=4, continuous=False)
+    old_keys = {f"{net}.{i}.{p}" for net in ("critic", "actor") for i in (0, 2, 5, 7) for p in ("weight", "bias")}
+    assert set(agent.state_dict()) == old_keys
+    config = {key: value for key, value in agent.config.items() if key != "share_cnn"}
+    loaded = module.Agent(**config)
+    loaded.load_state_dict(agent.state_dict())
+    assert loaded.actor[0] is not loaded.critic[0]
 
 
 def test_ppo_shares_the_cnn_and_trpo_does_not(module):
@@ -90,9 +103,8 @@ def image_rollout(module, env_id, shape, num_steps, num_envs):
         obs = module.seed_everything(0, envs)
         agent = module.Agent(obs_shape=shape, action_dim=2, continuous=False)
         with torch.no_grad():
-            head = agent.critic[-1][0]  # the value's linear head on the CNN's features
-            head.weight.zero_()
-            head.bias.fill_(VALUE)
+            agent.critic[-1].weight.zero_()  # the value's linear head on the CNN's features
+            agent.critic[-1].bias.fill_(VALUE)
         buf = module.Rollout.empty(num_steps, num_envs, {"obs_shape": shape, "action_dim": 2, "continuous": False},
                                    "cpu")
         tracker = module.EpisodeTracker(num_envs, 0, num_envs)
