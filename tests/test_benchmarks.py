@@ -390,3 +390,23 @@ def test_seven_task_means_and_table_1s_normalized_score(tmp_path):
     lines = report.seven_task_section(report.collect(tmp_path), random_scores)
     assert "| `ppo_penalty` | 6/7 | — |" in lines
     assert lines[-1].startswith("Not yet computed: waiting for finished runs of ppo_penalty on all seven tasks")
+
+
+def test_atari_bins_averages_the_games_ending_in_each_bin(tmp_path):
+    """Hand-computed: bins of 10 steps; a run that stopped at step 25 covers bin 2 partly."""
+    bins = importlib.import_module("benchmarks.atari_bins")
+    games = [(3, 1.0), (9, 3.0), (10, 5.0), (24, 0.0), (25, 2.0)]
+    assert bins.binned_means(games, last_step=25, width=10, count=4) == ["2.00", "5.00", "1.00*", "—"]
+    ours, theirs = tmp_path / "a-ours", tmp_path / "b-cleanrl"
+    ours.mkdir(), theirs.mkdir()
+    (ours / "episodes.csv").write_text("global_step,return,length\n1024,2.0,150\n50000,4.0,200\n")
+    (ours / "progress.csv").write_text("global_step,time\n1024,1.0\n51200,60.0\n")
+    (theirs / "log.txt").write_text("global_step=900, episodic_return=[1.]\nSPS: 99\n"
+                                    "global_step=41000, episodic_return=[7.]\n")
+    assert bins.read_run(ours) == ([(1024, 2.0), (50000, 4.0)], 51200)
+    assert bins.read_run(theirs) == ([(900, 1.0), (41000, 7.0)], 41000)
+    result = tool("atari_bins", tmp_path, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[2].startswith("| a-ours | 51,200 | 2.00 | 4.00* | — |")
+    assert lines[3].startswith("| b-cleanrl | 41,000 | 1.00 | 7.00* | — |")
