@@ -63,7 +63,7 @@ from torch.distributions import Categorical, Independent, Normal
 # --- PPO-penalty's own settings (the settings every script shares are in Part 2) ---
 ALGORITHM = "ppo_penalty"
 DESCRIPTION = "PPO with the adaptive KL penalty (arXiv 1707.06347, section 4)."
-# Images: one CNN under both heads (Mnih et al. 2016; the PPO paper's c1 weighs the losses).
+# Images: one CNN under both heads, as in ppo2 and A3C (the PPO paper's c1 weighs the losses).
 SHARE_CNN = True
 
 
@@ -111,9 +111,9 @@ VALUE_HEAD_GAIN = 1.0
 HIDDEN_GAIN = math.sqrt(2)  # OpenAI baselines' scale for hidden layers, as in every PPO copying it
 STD_EPSILON = 1e-8  # keeps the normalizer's division finite for a constant feature
 PIXEL_MAX = 255.0  # images are uint8: dividing by this scales them to [0, 1]
-CNN_CONVS = ((16, 8, 4), (32, 4, 2))  # (filters, kernel, stride) of each convolution
-CNN_HIDDEN = 256
-MIN_IMAGE_SIZE = 20  # the smallest side that leaves CNN_CONVS a pixel to look at
+CNN_CONVS = ((32, 8, 4), (64, 4, 2), (64, 3, 1))  # (filters, kernel, stride) of each conv
+CNN_HIDDEN = 512
+MIN_IMAGE_SIZE = 36  # the smallest side that leaves CNN_CONVS a pixel to look at
 
 
 class RunningMeanStd(nn.Module):
@@ -153,9 +153,9 @@ def mlp(in_dim, hidden_sizes, out_dim, out_gain):
 
 
 def cnn(channels, height, width):
-    """ReLU network of Mnih et al. 2016 (A3C), the PPO paper's Atari policy, up to its
-    features: the CNN_CONVS convolutions, then CNN_HIDDEN units; initialized as mlp is.
-    Takes images (B, channels, height, width) scaled to [0, 1]."""
+    """ReLU network of Mnih et al. 2015 (DQN), the one the PPO paper's released code ran on
+    Atari (baselines ppo2 `cnn`), up to its features: the CNN_CONVS convolutions, then
+    CNN_HIDDEN units; initialized as mlp is. Takes images (B, C, H, W) scaled to [0, 1]."""
     layers = []
     for filters, kernel, stride in CNN_CONVS:
         layers += [nn.Conv2d(channels, filters, kernel, stride=stride), nn.ReLU()]
@@ -169,15 +169,14 @@ def cnn(channels, height, width):
 
 
 class Agent(nn.Module):
-    """Separate policy and value networks: MLPs for vectors (obs_shape (obs_dim,)), CNNs
-    for images (obs_shape (C, H, W), or (H, W, C) for channels-last), or one CNN with two
-    heads under share_cnn (the scripts' SHARE_CNN). A vector agent
-    holds its observation normalizer: its statistics are buffers, saved with the weights,
-    so a loaded agent sees observations exactly as in training. They change only through
-    `obs_rms.update`, which training calls between updates; images are only scaled to
-    [0, 1]. Methods take raw observations (B, *obs_shape), but for the *_from_normalized
-    ones. Policy: categorical over logits (Discrete), or a diagonal Gaussian with a
-    learned, state-independent log-std (Box; PPO paper section 6.1)."""
+    """Separate policy and value networks: MLPs for vectors (obs_shape (obs_dim,)), CNNs for
+    images (obs_shape (C, H, W), or (H, W, C) for channels-last), or one CNN with two heads under
+    share_cnn (the scripts' SHARE_CNN). A vector agent holds its observation normalizer: its
+    statistics are buffers, saved with the weights, so a loaded agent sees observations exactly
+    as in training. They change only through `obs_rms.update`, which training calls between
+    updates; images are only scaled to [0, 1]. Methods take raw observations (B, *obs_shape), but
+    for the *_from_normalized ones. Policy: categorical over logits (Discrete), or a diagonal
+    Gaussian with a learned, state-independent log-std (Box; PPO paper section 6.1)."""
 
     def __init__(self, obs_shape, action_dim, continuous, hidden_sizes=(64, 64), norm_obs=True,
                  obs_clip=10.0, share_cnn=False):
@@ -219,13 +218,21 @@ class Agent(nn.Module):
         return self.critic(x).squeeze(-1)
 
     def policy_from_normalized(self, x):  # pi(.|s), batch shape (B,)
+        return self.policy_from_output(self.actor(x))
+
+    def policy_and_value_from_normalized(self, x):  # (pi, V): a shared CNN runs only once
+        if not (self.image and self.config["share_cnn"]):
+            return self.policy_from_normalized(x), self.value_from_normalized(x)
+        features = self.actor[:-1](x)  # both networks end in their head, after one trunk
+        return self.policy_from_output(self.actor[-1](features)), self.critic[-1](features)[:, 0]
+
+    def policy_from_output(self, out):  # the actor's logits or means (B, A) -> pi(.|s)
         # validate_args=False: the checks cost more than these networks; the inputs are ours.
         if self.continuous:
-            mean = self.actor(x)  # (B, action_dim)
-            std = self.actor_logstd.exp().expand_as(mean)
+            std = self.actor_logstd.exp().expand_as(out)
             # Independent sums log-probs and entropies over the action dimensions.
-            return Independent(Normal(mean, std, validate_args=False), 1, validate_args=False)
-        return Categorical(logits=self.actor(x), validate_args=False)
+            return Independent(Normal(out, std, validate_args=False), 1, validate_args=False)
+        return Categorical(logits=out, validate_args=False)
 
     def get_value(self, obs):
         return self.value_from_normalized(self.normalize(obs))
@@ -283,9 +290,8 @@ class Rollout:
         actions = zeros(spaces["action_dim"]) if spaces["continuous"] else zeros().long()
         image = len(spaces["obs_shape"]) == 3  # kept as uint8: 4x less memory than float32
         obs = zeros(*spaces["obs_shape"], dtype=torch.uint8 if image else torch.float32)
-        return cls(obs=obs, actions=actions, logprobs=zeros(),
-                   values=zeros(), rewards=zeros(), dones=zeros(), bootstrap=zeros(),
-                   next_value=torch.zeros(num_envs, device=device))
+        return cls(obs, actions, logprobs=zeros(), values=zeros(), rewards=zeros(), dones=zeros(),
+                   bootstrap=zeros(), next_value=torch.zeros(num_envs, device=device))
 
 
 @torch.no_grad()
@@ -331,10 +337,9 @@ def collect_rollout(envs, agent, buf, obs, gamma, episodes, warm_up=False):
         agent.obs_rms.update(all_gather_rows(buf.obs.flatten(0, 1)))
     # Scored in batched passes after the steps: the networks did not change during them,
     # so these are the numbers each step would have computed, at a fraction of the cost.
-    x = agent.normalize(buf.obs.flatten(0, 1))  # (T * N, ...)
-    logprobs = agent.policy_from_normalized(x).log_prob(buf.actions.flatten(0, 1))  # (T * N,)
-    buf.logprobs.copy_(logprobs.view_as(buf.logprobs))
-    buf.values.copy_(agent.value_from_normalized(x).view_as(buf.values))
+    policy, values = agent.policy_and_value_from_normalized(agent.normalize(buf.obs.flatten(0, 1)))
+    buf.logprobs.copy_(policy.log_prob(buf.actions.flatten(0, 1)).view_as(buf.logprobs))
+    buf.values.copy_(values.view_as(buf.values))  # (T * N,) each
     buf.next_value.copy_(agent.get_value(as_input(obs)))
     # A time limit stops the episode in a state that is not terminal: its value
     # V(s_final) belongs in the return (Pardo et al. 2018, "Time Limits in RL").
@@ -518,11 +523,10 @@ def initial_algorithm_state(args):
 
 def minibatch_loss(agent, x, batch, mb, args, old_dist, beta):
     """-(L^KLPEN - c1 L^VF + c2 S), PPO paper eq. 9 with L^KLPEN for L^CLIP (as section 5
-    allows), on the batch rows `mb`; x (B, obs_dim) holds the normalized observations.
+    allows), on the batch rows `mb`; x (B, ...) holds the normalized observations.
     Returns the loss and its parts, detached: (policy loss, value loss, entropy, mean KL)."""
-    dist = agent.policy_from_normalized(x[mb])
-    logprob, entropy = dist.log_prob(batch.actions[mb]), dist.entropy()  # (M,) each
-    value = agent.value_from_normalized(x[mb])  # (M,)
+    dist, value = agent.policy_and_value_from_normalized(x[mb])
+    logprob, entropy = dist.log_prob(batch.actions[mb]), dist.entropy().mean()  # (M,), ()
     ratio = (logprob - batch.logprobs[mb]).exp()  # r_t(theta) = pi(a|s) / pi_old(a|s)
     # The exact KL between the two distributions at each state, not a sample
     # estimate from the one action taken: less noise, the same expectation.
@@ -532,7 +536,6 @@ def minibatch_loss(agent, x, batch, mb, args, old_dist, beta):
     if args.kl_hinge_coef > 0:
         pg_loss = pg_loss + kl_hinge(kl.mean(), args.kl_target, args.kl_hinge_coef)
     v_loss = value_loss(value, batch.returns[mb])
-    entropy = entropy.mean()
     loss = pg_loss - args.ent_coef * entropy + args.vf_coef * v_loss
     with torch.no_grad():
         return loss, torch.stack([pg_loss, v_loss, entropy, kl.mean()])
@@ -656,9 +659,8 @@ def add_shared_settings(parser):
         help="learn from each reward's sign alone; the logs keep raw scores (Mnih et al. 2015)")
     add("--vector", choices=["sync", "async"], default="sync",
         help="step the envs in this process (sync) or in a subprocess each (async)")
-    add("--device", choices=["auto", "cpu", "cuda"], default="auto",
-        help="auto: cuda, if there is one, for images; the cpu for vectors (small MLPs are "
-             "slower on a GPU)")
+    add("--device", choices=["auto", "cpu", "cuda"], default="auto", help="auto: cuda, if "
+        "there is one, for images; the cpu for vectors (small MLPs are slower on a GPU)")
     add("--torch-threads", type=positive_int, default=1,
         help="torch intra-op threads: for small networks more threads only contend")
     add("--run-dir", help="a new directory (None: runs/<env>__<algorithm>__<seed>__<time>)")
@@ -858,11 +860,11 @@ def atari_preprocessing(game):
 
 
 class LifeLossEndsEpisode(gym.Wrapper):
-    """A lost life ends the episode for the learner (terminated, info["life_lost"]) but
-    not the game: the reset that follows goes on from where the life was lost, and only
-    a game over resets the game (baselines' EpisodicLifeEnv). The agent learns that a
-    life is precious and still plays whole games. (AtariPreprocessing's own
-    terminal_on_life_loss would have autoreset restart the game after every life.)"""
+    """A lost life ends the episode for the learner (terminated, info["life_lost"]) but not
+    the game: the reset that follows goes on from where the life was lost; only a game over
+    resets the game (baselines' EpisodicLifeEnv). The agent learns that a life is precious
+    and still plays whole games (AtariPreprocessing's terminal_on_life_loss would restart
+    the game after every life under autoreset)."""
 
     def __init__(self, env):
         super().__init__(env)
@@ -910,9 +912,8 @@ def start_distributed(device_name, image):
         if device.type == "cuda":
             device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
             torch.cuda.set_device(device)
-            # NCCL carries CUDA tensors only, and some of what the ranks share lives on the
-            # CPU (the Ctrl-C flag, loss sums, the reward scaler's returns): one backend per
-            # device type sends each tensor where it is, rather than copying it over.
+            # NCCL carries only CUDA tensors, and some shared values live on the CPU (the
+            # Ctrl-C flag, loss sums, the reward scaler's returns): a backend per device type.
             backend = "cpu:gloo,cuda:nccl"
         dist.init_process_group(backend)
     return device
@@ -1072,8 +1073,7 @@ class Run:
         self.start_time, self.start_step = time.time(), self.global_step
 
     def schedule_progress(self):
-        """The share of the step-size schedule done before this update (step / total unless
-        resumed with a new total)."""
+        """The share of the step-size schedule done before this update (see `anchor`)."""
         step, progress = self.anchor
         share = (self.global_step - step) / (self.args.total_timesteps - step)
         self.last = (self.global_step, progress + (1.0 - progress) * share)
@@ -1099,8 +1099,8 @@ class Run:
         if not all(math.isfinite(v) for v in stats.values()):
             path = self.dir / "model.pt"
             kept = f"the last good checkpoint is {path}" if path.exists() else "no checkpoint yet"
-            raise TrainingDiverged(f"non-finite loss at step {self.global_step:,} ({stats}); "
-                                   f"{kept}")
+            raise TrainingDiverged(
+                f"non-finite loss at step {self.global_step:,} ({stats}); {kept}")
         if self.rank == 0:
             self.log(finished, {**stats, "explained_variance": explained_variance(batch)})
         if self.updates % self.args.checkpoint_every == 0:
@@ -1212,6 +1212,10 @@ def load_checkpoint(path, device="cpu"):
                          f"torch file ({type(error).__name__})") from None
     if not (isinstance(checkpoint, dict) and checkpoint.get("format") == CHECKPOINT_FORMAT):
         raise UsageError(f"checkpoint {path} is not a model.pt written by these scripts")
+    try:  # a network of other shapes than Agent builds: say, an edited CNN_CONVS
+        Agent(**agent_config(checkpoint)).load_state_dict(checkpoint["agent"])
+    except RuntimeError:
+        raise UsageError(f"checkpoint {path} holds a network of other shapes than this script's")
     return checkpoint
 
 
@@ -1266,9 +1270,8 @@ def run_evaluation(args):
     expected = {k: agent_config(checkpoint)[k] for k in spaces}
     if expected != spaces:
         raise UsageError(f"the checkpoint's agent expects {expected}, but {env_id} has {spaces}")
-    video_dir = None
-    if args.capture_video:
-        video_dir = Path(args.eval).parent / f"eval-videos-{time.strftime('%Y%m%d-%H%M%S')}"
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    video_dir = Path(args.eval).parent / f"eval-videos-{stamp}" if args.capture_video else None
     returns = evaluate(load_agent(args.eval, device), env_id, args.eval_episodes, args.seed,
                        device, deterministic=not args.stochastic_eval, video_dir=video_dir)
     print(f"{env_id}: {len(returns)} episodes, return {np.mean(returns):.2f} "
@@ -1300,9 +1303,8 @@ def main(argv=None):
 if __name__ == "__main__":
     status = main()
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        # A torchrun worker leaves without Python's shutdown: gloo's threads, torn down in
-        # an arbitrary order at exit, abort the process now and then ("terminate called
-        # without an active exception"), failing a run that finished. All is saved by now.
+        # A torchrun worker skips Python's shutdown, where gloo's threads, torn down in any order,
+        # now and then abort a run that finished ("terminate called without an active exception").
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(status)

@@ -24,14 +24,14 @@ def rows(path):
         return list(csv.DictReader(f))
 
 
-@pytest.mark.parametrize("shape", [(24, 24, 3), (3, 24, 24)])
+@pytest.mark.parametrize("shape", [(36, 36, 3), (3, 36, 36)])
 def test_image_agent_scales_pixels_and_takes_either_channel_order(module, shape):
     torch.manual_seed(0)
     agent = module.Agent(obs_shape=shape, action_dim=2, continuous=False)
     obs = torch.randint(0, 256, (5, *shape), dtype=torch.uint8)
     x = agent.normalize(obs)
     channels_first = obs.permute(0, 3, 1, 2) if shape[-1] == 3 else obs
-    assert x.shape == (5, 3, 24, 24) and x.dtype == torch.float32
+    assert x.shape == (5, 3, 36, 36) and x.dtype == torch.float32
     assert torch.equal(x, channels_first.float() / 255)  # scaled to [0, 1], never normalized
     assert not agent.norm_obs and not hasattr(agent, "obs_rms")
     dist = agent.distribution(obs)
@@ -42,25 +42,25 @@ def test_image_agent_scales_pixels_and_takes_either_channel_order(module, shape)
 
 
 @pytest.mark.parametrize("share_cnn", [False, True])
-def test_the_cnn_is_mnih_et_al_2016s(module, share_cnn):
-    """16 8x8 filters stride 4, 32 4x4 stride 2, 256 units (A3C's network, the PPO paper's
-    Atari policy), orthogonally initialized, under a linear head each for the policy and
-    the value; one CNN for both under share_cnn, else a copy each."""
+def test_the_cnn_is_mnih_et_al_2015s(module, share_cnn):
+    """32 8x8 filters stride 4, 64 4x4 stride 2, 64 3x3 stride 1, 512 units (the DQN network,
+    which the PPO paper's released code ran on Atari), orthogonally initialized, under a
+    linear head each for the policy and the value; one CNN for both under share_cnn."""
     torch.manual_seed(0)
     agent = module.Agent(obs_shape=(4, 84, 84), action_dim=6, continuous=False, share_cnn=share_cnn)
     for net, out, gain in ((agent.actor, 6, 0.01), (agent.critic, 1, 1.0)):
         layers = [layer for layer in net.modules() if isinstance(layer, (torch.nn.Conv2d, torch.nn.Linear))]
         assert [(type(layer).__name__, layer.weight.shape) for layer in layers] == [
-            ("Conv2d", (16, 4, 8, 8)), ("Conv2d", (32, 16, 4, 4)), ("Linear", (256, 32 * 9 * 9)),
-            ("Linear", (out, 256))]
-        assert [layer.stride for layer in layers[:2]] == [(4, 4), (2, 2)]
+            ("Conv2d", (32, 4, 8, 8)), ("Conv2d", (64, 32, 4, 4)), ("Conv2d", (64, 64, 3, 3)),
+            ("Linear", (512, 64 * 7 * 7)), ("Linear", (out, 512))]
+        assert [layer.stride for layer in layers[:3]] == [(4, 4), (2, 2), (1, 1)]
         head = layers[-1].weight
         assert torch.allclose(head @ head.T, gain**2 * torch.eye(out), atol=1e-6)
-        flat = layers[1].weight.flatten(1)  # (32, 256): orthogonal rows, scaled by sqrt(2)
-        assert torch.allclose(flat @ flat.T, 2 * torch.eye(32), atol=1e-4)
+        flat = layers[1].weight.flatten(1)  # (64, 512): orthogonal rows, scaled by sqrt(2)
+        assert torch.allclose(flat @ flat.T, 2 * torch.eye(64), atol=1e-4)
         assert all(torch.all(layer.bias == 0) for layer in layers)
-    heads = (256 + 1) * (6 + 1)
-    cnn_size = sum(p.numel() for p in agent.critic.parameters()) - (256 + 1)
+    heads = (512 + 1) * (6 + 1)
+    cnn_size = sum(p.numel() for p in agent.critic.parameters()) - (512 + 1)
     assert sum(p.numel() for p in agent.parameters()) == (1 if share_cnn else 2) * cnn_size + heads
     # Shared: the value loss alone moves the features the policy reads.
     obs = torch.randint(0, 256, (3, 4, 84, 84), dtype=torch.uint8)
@@ -71,17 +71,48 @@ def test_the_cnn_is_mnih_et_al_2016s(module, share_cnn):
     assert (clone.actor[0] is clone.critic[0]) == share_cnn
 
 
-def test_an_image_model_saved_before_the_heads_were_split_off_still_loads(module, tmp_path):
-    """Before 5e7cd51 each CNN was one Sequential ending in its output layer, with no
-    share_cnn in the config; the layers keep those names, so such a model.pt loads."""
+@pytest.mark.parametrize("share_cnn", [False, True])
+def test_policy_and_value_in_one_pass_equal_the_two_passes(module, share_cnn):
+    """What the update and the rollout's scoring use: the same pi and V as policy_ and
+    value_from_normalized, but a shared CNN runs once, not once per head."""
     torch.manual_seed(0)
-    agent = module.Agent(obs_shape=(4, 84, 84), action_dim=4, continuous=False)
-    old_keys = {f"{net}.{i}.{p}" for net in ("critic", "actor") for i in (0, 2, 5, 7) for p in ("weight", "bias")}
-    assert set(agent.state_dict()) == old_keys
-    config = {key: value for key, value in agent.config.items() if key != "share_cnn"}
-    loaded = module.Agent(**config)
-    loaded.load_state_dict(agent.state_dict())
-    assert loaded.actor[0] is not loaded.critic[0]
+    agent = module.Agent(obs_shape=(4, 36, 36), action_dim=3, continuous=False, share_cnn=share_cnn)
+    x = agent.normalize(torch.randint(0, 256, (5, 4, 36, 36), dtype=torch.uint8))
+    calls = []
+    agent.actor[0].register_forward_hook(lambda *_: calls.append(1))
+    policy, value = agent.policy_and_value_from_normalized(x)
+    assert len(calls) == 1  # the first convolution: once whether shared or not
+    assert torch.allclose(policy.logits, agent.policy_from_normalized(x).logits, atol=1e-6)
+    assert torch.allclose(value, agent.value_from_normalized(x), atol=1e-6) and value.shape == (5,)
+    # Vectors (and trpo's separate CNNs) take the two networks as before; a Gaussian too.
+    vector = module.Agent(obs_shape=(3,), action_dim=2, continuous=True)
+    x = torch.randn(4, 3)
+    policy, value = vector.policy_and_value_from_normalized(x)
+    assert torch.equal(policy.mean, vector.policy_from_normalized(x).mean)
+    assert torch.equal(policy.stddev, vector.policy_from_normalized(x).stddev)
+    assert torch.equal(value, vector.value_from_normalized(x))
+
+
+def test_a_model_of_other_shapes_is_refused_in_one_line(tmp_path, monkeypatch):
+    """An image model.pt of before the Nature CNN (16 and 32 filters, 256 units), or of an
+    edited CNN_CONVS, cannot load into today's network: --eval and --resume say so in one
+    line instead of a traceback, and the run directory is left as it was."""
+    result = run_script("ppo_clip", "--env", "tests.toy_envs:PixelSide-v0", "--num-steps", "32",
+                        "--num-minibatches", "2", "--total-timesteps", "32", "--run-dir", "run", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    path = tmp_path / "run" / "model.pt"
+    checkpoint = torch.load(path, weights_only=True)
+    ppo_clip = load("ppo_clip")
+    monkeypatch.setattr(ppo_clip, "CNN_CONVS", ((16, 8, 4), (32, 4, 2)))
+    monkeypatch.setattr(ppo_clip, "CNN_HIDDEN", 256)
+    checkpoint["agent"] = ppo_clip.Agent(**checkpoint["agent_config"]).state_dict()
+    torch.save(checkpoint, path)
+    before = sorted((p.name, p.stat().st_size) for p in (tmp_path / "run").iterdir())
+    for flags in (["--eval", str(path)], ["--resume", "run", "--total-timesteps", "64"]):
+        result = run_script("ppo_clip", *flags, cwd=tmp_path)
+        assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+        assert "holds a network of other shapes than this script's" in result.stderr
+    assert sorted((p.name, p.stat().st_size) for p in (tmp_path / "run").iterdir()) == before
 
 
 def test_ppo_shares_the_cnn_and_trpo_does_not(module):
@@ -90,9 +121,9 @@ def test_ppo_shares_the_cnn_and_trpo_does_not(module):
 
 
 def test_check_env_describes_images_and_refuses_the_rest(module):
-    assert module.check_env("PixelSide-v0") == {"obs_shape": [24, 24, 3], "continuous": False, "action_dim": 2}
-    assert module.check_env("PixelSideChannelsFirst-v0")["obs_shape"] == [1, 24, 24]
-    with pytest.raises(module.UsageError, match="uint8 images of at least 20x20"):
+    assert module.check_env("PixelSide-v0") == {"obs_shape": [36, 36, 3], "continuous": False, "action_dim": 2}
+    assert module.check_env("PixelSideChannelsFirst-v0")["obs_shape"] == [1, 36, 36]
+    with pytest.raises(module.UsageError, match="uint8 images of at least 36x36"):
         module.check_env("ImageObs-v0")  # 8x8: too small for the CNN's strides
 
 
@@ -116,7 +147,7 @@ def image_rollout(module, env_id, shape, num_steps, num_envs):
 
 def test_images_stay_uint8_and_a_time_limit_bootstraps(module):
     """PixelSideTimeLimit-v0 never terminates; its time limit cuts every episode at 5 steps."""
-    buf, _ = image_rollout(module, "PixelSideTimeLimit-v0", [24, 24, 3], num_steps=12, num_envs=2)
+    buf, _ = image_rollout(module, "PixelSideTimeLimit-v0", [36, 36, 3], num_steps=12, num_envs=2)
     assert buf.obs.dtype == torch.uint8 and set(buf.obs.unique().tolist()) == {0, 255}
     assert buf.dones[:, 0].nonzero().flatten().tolist() == [4, 9]
     assert buf.bootstrap[[4, 9]].flatten().tolist() == pytest.approx([GAMMA * VALUE] * 4)
@@ -126,7 +157,7 @@ def test_images_stay_uint8_and_a_time_limit_bootstraps(module):
 def test_a_lost_life_ends_the_learners_episode_not_the_logged_game(module):
     """LivesGame: 3 lives of 4 steps, 10 points a step. GAE sees an end every 4 steps and
     (with --sign-rewards) rewards of 1; the logs see games of 12 steps scoring 120."""
-    buf, tracker = image_rollout(module, "tests.toy_envs:LivesGame-v0", [1, 24, 24], num_steps=24, num_envs=1)
+    buf, tracker = image_rollout(module, "tests.toy_envs:LivesGame-v0", [1, 36, 36], num_steps=24, num_envs=1)
     assert buf.dones[:, 0].nonzero().flatten().tolist() == [3, 7, 11, 15, 19, 23]
     assert buf.bootstrap.count_nonzero() == 0  # a lost life is terminal for the learner
     assert buf.obs[4, 0, 0, 0, 0].item() == 4  # the game went on after the first life, no reset
@@ -193,12 +224,12 @@ class Thermostat(gym.Env):
 
 class Blink(gym.Env):
     """An image environment of one's own: press 1 when the screen is lit."""
-    observation_space = gym.spaces.Box(0, 255, (32, 32, 1), np.uint8)
+    observation_space = gym.spaces.Box(0, 255, (36, 36, 1), np.uint8)
     action_space = gym.spaces.Discrete(2)
 
     def _obs(self):
         self.lit = bool(self.np_random.integers(2))
-        return np.full((32, 32, 1), 255 * self.lit, np.uint8)
+        return np.full((36, 36, 1), 255 * self.lit, np.uint8)
 
     def reset(self, *, seed=None, options=None):
         super().reset(seed=seed)
@@ -229,7 +260,7 @@ def test_an_environment_of_ones_own_from_the_command_line_and_from_python(tmp_pa
     result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True,
                             timeout=300)
     assert result.returncode == 0, result.stderr
-    for name, shape in (("vector", [1]), ("image", [32, 32, 1])):
+    for name, shape in (("vector", [1]), ("image", [36, 36, 1])):
         checkpoint = torch.load(tmp_path / name / "model.pt", weights_only=True)
         assert checkpoint["agent_config"]["obs_shape"] == shape and checkpoint["global_step"] == 128
 

@@ -94,9 +94,10 @@ gym.register("MultiDiscreteAct-v0", entry_point=_unsupported(FLAT, spaces.MultiD
 class PixelSide(gym.Env):
     """A dark image with one bright 4x4 square, on its left or its right half: the right
     action is the side the square is on (0 left, 1 right), rewarded 1; 8 steps an episode.
-    Learnable only by looking at the pixels. Channels last (24, 24, 3) or first (1, 24, 24)."""
+    Learnable only by looking at the pixels. Channels last (36, 36, 3) or first (1, 36, 36),
+    36 the smallest side the CNN takes (MIN_IMAGE_SIZE)."""
 
-    SIZE, SQUARE, LENGTH = 24, 4, 8
+    SIZE, SQUARE, LENGTH = 36, 4, 8
 
     def __init__(self, channels_last=True):
         self.channels_last = channels_last
@@ -127,7 +128,7 @@ class LivesGame(gym.Env):
     """An image game with ALE's lives() (the life-loss wrapper reads it): 3 lives, one lost
     every 4 steps, so a game lasts 12 steps; every step scores 10."""
 
-    observation_space = spaces.Box(0, 255, (1, 24, 24), np.uint8)
+    observation_space = spaces.Box(0, 255, (1, 36, 36), np.uint8)
     action_space = spaces.Discrete(2)
     LIVES, STEPS_PER_LIFE, REWARD = 3, 4, 10.0
 
@@ -138,7 +139,7 @@ class LivesGame(gym.Env):
         return self.LIVES - self.t // self.STEPS_PER_LIFE
 
     def _obs(self):
-        return np.full((1, 24, 24), self.t, np.uint8)
+        return np.full((1, 36, 36), self.t, np.uint8)
 
     def reset(self, *, seed=None, options=None):
         super().reset(seed=seed)
