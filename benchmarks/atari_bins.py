@@ -2,6 +2,7 @@
 in each bin of steps, one row per run. BENCHMARKS.md "Atari" quotes its output.
 
     python benchmarks/atari_bins.py benchmarks/archive/5e7cd51-breakout
+    python benchmarks/atari_bins.py --bin 100000 --bins 10 benchmarks/results/ALE_Breakout-v5/*
 
 Each folder under the given one is a run: a run directory of the scripts (its
 episodes.csv and progress.csv), or CleanRL's console log (log.txt, its lines
@@ -50,14 +51,21 @@ def read_run(folder):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("folder", type=Path, help="a folder of runs (one subfolder each)")
+    parser.add_argument("folders", type=Path, nargs="+",
+                        help="folders of runs (one subfolder each); rows are named folder/run "
+                             "when there are several")
+    parser.add_argument("--bin", type=int, default=BIN, help="steps per bin (default: %(default)s)")
+    parser.add_argument("--bins", type=int, default=BINS, help="bins per row (default: %(default)s)")
     args = parser.parse_args()
-    print("| run | to step | " + " | ".join(f"{k * BIN // 1000}–{(k + 1) * BIN // 1000}K"
-                                            for k in range(BINS)) + " |")
-    print("|---|---|" + "---|" * BINS)
-    for run in sorted(p for p in args.folder.iterdir() if p.is_dir()):
-        games, last = read_run(run)
-        print(f"| {run.name} | {last:,} | " + " | ".join(binned_means(games, last)) + " |")
+    print("| run | to step | " + " | ".join(f"{k * args.bin // 1000}–{(k + 1) * args.bin // 1000}K"
+                                            for k in range(args.bins)) + " |")
+    print("|---|---|" + "---|" * args.bins)
+    for folder in args.folders:
+        for run in sorted(p for p in folder.iterdir() if p.is_dir()):
+            games, last = read_run(run)
+            name = run.name if len(args.folders) == 1 else f"{folder.name}/{run.name}"
+            cells = binned_means(games, last, args.bin, args.bins)
+            print(f"| {name} | {last:,} | " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":

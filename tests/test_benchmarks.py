@@ -410,3 +410,9 @@ def test_atari_bins_averages_the_games_ending_in_each_bin(tmp_path):
     lines = result.stdout.splitlines()
     assert lines[2].startswith("| a-ours | 51,200 | 2.00 | 4.00* | — |")
     assert lines[3].startswith("| b-cleanrl | 41,000 | 1.00 | 7.00* | — |")
+    # Several folders, bins of 50K: rows named folder/run.
+    result = tool("atari_bins", "--bin", "50000", "--bins", "2", tmp_path, tmp_path, cwd=tmp_path)
+    lines = result.stdout.splitlines()
+    assert lines[0] == "| run | to step | 0–50K | 50–100K |"
+    assert lines[2] == f"| {tmp_path.name}/a-ours | 51,200 | 2.00 | 4.00* |"
+    assert len(lines) == 6
