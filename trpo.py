@@ -29,9 +29,8 @@ Generalized Advantage Estimation (Schulman et al. 2015, arXiv 1506.02438).
 
 Map. Part 1, the algorithm, in the order a learner needs it: settings -> agent (networks,
 observation normalizer) -> environments -> rollout -> advantages (GAE) -> THE UPDATE ->
-training loop. Part 2, after a banner saying you may stop reading: command line and
-resume -> Atari -> distributed helpers -> run directory, checkpoints, logs -> evaluation
--> main.
+training loop. Part 2, after a banner saying you may stop reading: command line and resume
+-> Atari -> distributed helpers -> run directory, checkpoints, logs -> evaluation -> main.
 Everything but this docstring, the algorithm's own settings and its update is "shared":
 byte-identical in all three scripts, so `diff ppo_clip.py trpo.py` shows what TRPO
 changes.
