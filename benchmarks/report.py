@@ -78,53 +78,98 @@ SOURCES = {
     "sb3-contrib": "sb3-contrib, `docs/modules/trpo.rst` (github.com/Stable-Baselines-Team/stable-baselines3-contrib); "
                    "its ± is the standard error over the 3 seeds, std / √3, as the RL Zoo's "
                    "`rl_zoo3/plots/all_plots.py` prints it",
+    "ppo-paper": "the PPO paper (Schulman et al. 2017), Figure 3: its PPO-clip (ε = 0.2) and TRPO "
+                 "curves at 1M steps, gym's MuJoCo tasks of 2017 (v1), 3 seeds; the paper prints no "
+                 "numbers, so these are approximate, as read from the plot by Tianshou "
+                 "(`examples/mujoco/README.md`, github.com/thu-ml/tianshou, its PPO and TRPO tables)",
     "here": "measured on this project's machine: Stable-Baselines3 2.9.2 PPO with its defaults plus "
             "VecNormalize (observations and rewards), Hopper-v5, 1M steps, seeds 1–3, both metrics "
             "(`benchmarks/sb3_ppo.py`, runs in `benchmarks/anchors/sb3_ppo/`); an earlier single "
             "seed, not reproducible from this repository, scored 2,754",
 }
+
+
+def figure_3(score):
+    """An anchor read from the PPO paper's Figure 3 (SOURCES["ppo-paper"]): approximate."""
+    return ("ppo-paper", "PPO paper Fig. 3, read from a plot:", score, None, "train", "v1, 3 seeds")
+
+
 ANCHORS = {
     "Hopper-v5": {
         "PPO": [("cleanrl", "CleanRL PPO", 2383, 272, "train", "v4, 3 seeds"),
                 ("baselines", "Baselines ppo2", 2316, None, "train", "6 seeds"),
                 ("here", "SB3 PPO", 2728, 151, "train", "v5, 3 seeds, this machine"),
-                ("here", "SB3 PPO", 3559, 167, "eval", "v5, 3 seeds, this machine")],
+                ("here", "SB3 PPO", 3559, 167, "eval", "v5, 3 seeds, this machine"),
+                figure_3(2330)],
         "TRPO": [("sb3-contrib", "sb3-contrib TRPO", 3372, 215, "eval", "v3, 3 seeds"),
-                 ("baselines", "Baselines trpo_mpi", 1913, None, "train", "6 seeds")],
+                 ("baselines", "Baselines trpo_mpi", 1913, None, "train", "6 seeds"),
+                 figure_3(2100)],
     },
     "Walker2d-v5": {
         "PPO": [("cleanrl", "CleanRL PPO", 2288, 572, "train", "v4, 3 seeds"),
-                ("baselines", "Baselines ppo2", 3425, None, "train", "6 seeds")],
+                ("baselines", "Baselines ppo2", 3425, None, "train", "6 seeds"),
+                figure_3(3460)],
         "TRPO": [("sb3-contrib", "sb3-contrib TRPO", 4502, 234, "eval", "v3, 3 seeds"),
-                 ("baselines", "Baselines trpo_mpi", 2343, None, "train", "6 seeds")],
+                 ("baselines", "Baselines trpo_mpi", 2343, None, "train", "6 seeds"),
+                 figure_3(1100)],
     },
     "HalfCheetah-v5": {
         "PPO": [("cleanrl", "CleanRL PPO", 1443, 46, "train", "v4, 3 seeds"),
-                ("baselines", "Baselines ppo2", 1669, None, "train", "6 seeds")],
+                ("baselines", "Baselines ppo2", 1669, None, "train", "6 seeds"),
+                figure_3(1800)],
         "TRPO": [("sb3-contrib", "sb3-contrib TRPO", 1803, 46, "eval", "v3, 3 seeds"),
-                 ("baselines", "Baselines trpo_mpi", 1290, None, "train", "6 seeds")],
+                 ("baselines", "Baselines trpo_mpi", 1290, None, "train", "6 seeds"),
+                 figure_3(0)],
     },
-    # The rest of the PPO paper's seven tasks. Baselines ran v2: its InvertedPendulum paid
-    # the falling step too and its InvertedDoublePendulum its alive bonus on termination
-    # (v5 pays neither: v5 scores a little lower), and its Reacher took the distance reward
-    # before the physics step (v5 after it: about even).
     "InvertedPendulum-v5": {
         "PPO": [("cleanrl", "CleanRL PPO", 963, 22, "train", "v4, 3 seeds"),
-                ("baselines", "Baselines ppo2", 809.43, None, "train", "6 seeds")],
-        "TRPO": [("baselines", "Baselines trpo_mpi", 905.1, None, "train", "6 seeds")],
+                ("baselines", "Baselines ppo2", 809.43, None, "train", "6 seeds"),
+                figure_3(1000)],
+        "TRPO": [("baselines", "Baselines trpo_mpi", 905.1, None, "train", "6 seeds"),
+                 figure_3(1000)],
     },
     "InvertedDoublePendulum-v5": {
-        "PPO": [("baselines", "Baselines ppo2", 7102.91, None, "train", "6 seeds")],
-        "TRPO": [("baselines", "Baselines trpo_mpi", 6731.63, None, "train", "6 seeds")],
+        "PPO": [("baselines", "Baselines ppo2", 7102.91, None, "train", "6 seeds"),
+                figure_3(8000)],
+        "TRPO": [("baselines", "Baselines trpo_mpi", 6731.63, None, "train", "6 seeds"),
+                 figure_3(200)],
     },
     "Reacher-v5": {
-        "PPO": [("baselines", "Baselines ppo2", -6.71, None, "train", "6 seeds")],
-        "TRPO": [("baselines", "Baselines trpo_mpi", -4.82, None, "train", "6 seeds")],
+        "PPO": [("baselines", "Baselines ppo2", -6.71, None, "train", "6 seeds"),
+                figure_3(-7)],
+        "TRPO": [("baselines", "Baselines trpo_mpi", -4.82, None, "train", "6 seeds"),
+                 figure_3(-115)],
     },
     "Swimmer-v5": {
-        "PPO": [("baselines", "Baselines ppo2", 111.19, None, "train", "6 seeds")],
-        "TRPO": [("baselines", "Baselines trpo_mpi", 94.96, None, "train", "6 seeds")],
+        "PPO": [("baselines", "Baselines ppo2", 111.19, None, "train", "6 seeds"),
+                figure_3(108)],
+        "TRPO": [("baselines", "Baselines trpo_mpi", 94.96, None, "train", "6 seeds"),
+                 figure_3(121)],
     },
+}
+
+# How v5 differs from the versions the anchors ran (v1 in the PPO paper, v2 in Baselines, v3
+# in sb3-contrib, v4 in CleanRL) and which way that likely moves the comparison, from the
+# "Version History" of Gymnasium's own environment files (gymnasium/envs/mujoco/*_v5.py).
+VERSION_NOTES = {
+    "Hopper-v5": "v5 no longer pays the healthy reward on the step that ends an episode (1 point "
+                 "per episode): about even.",
+    "Walker2d-v5": "v5 gives the right foot the left foot's friction (1.9, was 0.9), so it slides "
+                   "less and needs more force to move, and no longer pays the healthy reward on the "
+                   "step that ends an episode: the direction is unknown and may be material.",
+    "HalfCheetah-v5": "no change to the model or the reward since v2, only the simulator's version: "
+                      "about even.",
+    "InvertedPendulum-v5": "v5 pays 0, not 1, for the step on which the pole falls: at most 1 point "
+                           "lower per episode (an episode that never falls still scores 1,000).",
+    "InvertedDoublePendulum-v5": "v5 no longer pays the alive bonus (10) on the step on which the "
+                                 "pendulum falls, and drops an always-zero observation: up to 10 "
+                                 "points lower per episode, against scores in the thousands.",
+    "Reacher-v5": "v5 takes the distance reward after the physics step, not before it: each "
+                  "episode's sum counts the last distance instead of the first, so a policy that "
+                  "reaches the target scores higher by about the distance it closed (about 0.2 "
+                  "against scores near −5).",
+    "Swimmer-v5": "no change to the model or the reward since v2: about even. (The RL Zoo's "
+                  "Swimmer scores use γ = 0.9999 and are not comparable with γ = 0.99.)",
 }
 
 # The PPO paper's seven MuJoCo tasks (Figure 3, Table 1), and what they are compared with.
@@ -296,21 +341,25 @@ def solved_cell(env, runs):
 
 # Sources whose ± is the standard error of the mean over seeds rather than their std.
 STANDARD_ERROR = {"sb3-contrib"}
+# Sources whose numbers are read from a plot: shown with "~", and never the bar a cell must reach.
+APPROXIMATE = {"ppo-paper"}
 
 
 def anchor_text(anchor, with_note=False):
     """CleanRL PPO 2,383 ± 272 (train; v4, 3 seeds): an anchor with its metric."""
     source, label, mean, std, metric, note = anchor
     spread = " s.e." if source in STANDARD_ERROR else ""
-    score = fmt(mean) + (f" ± {fmt(std)}{spread}" if std is not None else "")
+    score = ("~" if source in APPROXIMATE else "") + fmt(mean) + (f" ± {fmt(std)}{spread}" if std is not None else "")
     return f"{label} {score} ({metric}" + (f"; {note})" if with_note else ")")
 
 
 def best_anchor(env, algorithm, metric):
-    """The highest published score on `metric` for `algorithm`'s family on `env`: the
-    number a cell must reach to count as met (None if no anchor reports that metric)."""
+    """The highest published score on `metric` for `algorithm`'s family on `env`, read from a
+    table rather than a plot: the number a cell must reach to count as met (None if no anchor
+    reports that metric)."""
     family = ANCHORS.get(env, {}).get(FAMILY.get(algorithm), [])
-    return max((a for a in family if a[4] == metric), key=lambda a: a[2], default=None)
+    printed = [a for a in family if a[4] == metric and a[0] not in APPROXIMATE]
+    return max(printed, key=lambda a: a[2], default=None)
 
 
 def summary_cell(env, algorithm, runs):
@@ -450,6 +499,8 @@ def env_section(env, algos):
             cells.append("; ".join(anchor_text(anchor, with_note=True) for anchor in family) or "none")
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
+    if env in VERSION_NOTES:
+        lines += [f"Versions against the anchors: {VERSION_NOTES[env]}", ""]
     if solved:
         lines += [f"Solved threshold: {SOLVED[env][0]:g}, mean raw return of {SOLVED[env][1]} consecutive "
                   f"training episodes ({SOLVED[env][2]}).", ""]
