@@ -454,14 +454,18 @@ def seven_task_section(table, random_scores):
     for label, paper, row in TABLE_1:
         here = "not run"
         if row in complete:
-            scores = [(final_score(run)[0] - random_scores[task]["mean"])
-                      / (best[task] - random_scores[task]["mean"])
-                      for task in PPO_PAPER_TASKS for run in table[task][row] if not run["in_progress"]]
-            here = f"{np.mean(scores):.2f} ({len(scores)} runs)"
+            # Each task weighs the same whatever its number of seeds: the mean over its runs,
+            # then the mean over the tasks (with 3 seeds each, the paper's mean over 21 runs).
+            per_task = [[(final_score(run)[0] - random_scores[task]["mean"])
+                         / (best[task] - random_scores[task]["mean"])
+                         for run in table[task][row] if not run["in_progress"]] for task in PPO_PAPER_TASKS]
+            runs = sum(len(scores) for scores in per_task)
+            here = f"{np.mean([np.mean(scores) for scores in per_task]):.2f} ({runs} runs)"
         lines.append(f"| {label} | {'—' if paper is None else f'{paper:.2f}'} | {here} |")
     return lines + ["", "0 is the mean return of uniformly random actions (`benchmarks/random_policy.py`, "
                     "100 episodes per task); 1 is, per task, the best mean over seeds among the paper's "
-                    "settings run here; each run is normalized, then all runs averaged, as the paper did."]
+                    "settings run here; each run is normalized, each task's runs averaged, then the seven tasks "
+                    "(the paper's mean over its 7 × 3 runs, when every task has the same number of seeds)."]
 
 
 def env_section(env, algos):

@@ -374,21 +374,25 @@ def test_random_policy_scores_whole_episodes_and_keeps_other_envs(tmp_path):
 def test_seven_task_means_and_table_1s_normalized_score(tmp_path):
     """Hand-made runs on the PPO paper's seven tasks; the random policy scores 10 on each.
     Per task: ppo_clip 80 and 120 (mean 100, the best of the paper's settings), ppo_penalty
-    50, no clipping -20, trpo 200. Normalized (score - 10) / (100 - 10), run by run."""
+    50, no clipping -20, trpo 200. Normalized (score - 10) / (100 - 10), run by run; each task
+    weighs the same, whatever its number of seeds."""
     report = importlib.import_module("benchmarks.report")
     scores = {"ppo_clip": [80.0, 120.0], "ppo_penalty": [50.0], "ppo_clip+noclip": [-20.0], "trpo": [200.0]}
     for task in report.PPO_PAPER_TASKS:
         for row, values in scores.items():
             for seed, value in enumerate(values, start=1):
                 fake_run(tmp_path / task / row / f"seed{seed}", row.split("+")[0], seed, [value] * 100)
+    # A second seed of no clipping on one task, scoring 100: that task's mean is (-1/3 + 1) / 2.
+    fake_run(tmp_path / "Hopper-v5" / "ppo_clip+noclip" / "seed2", "ppo_clip", 2, [100.0] * 100)
     table = report.collect(tmp_path)
     random_scores = {task: {"mean": 10.0} for task in report.PPO_PAPER_TASKS}
     lines = report.seven_task_section(table, random_scores)
     assert "| `ppo_clip` | 7/7 | 100 |" in lines and "| `trpo` | 7/7 | 200 |" in lines
-    assert "| `ppo_clip+noclip` | 7/7 | -20.0 |" in lines
+    assert "| `ppo_clip+noclip` | 7/7 | -11.4 |" in lines  # (6 × -20 + 40) / 7
     assert "| clipping, ε = 0.2 | 0.82 | 1.00 (14 runs) |" in lines
     assert "| adaptive KL, d_targ = 0.01 (here with its KL hinge) | 0.74 | 0.44 (7 runs) |" in lines
-    assert "| no clipping or penalty | -0.39 | -0.33 (7 runs) |" in lines
+    # (6 × -1/3 + 1/3) / 7 = -0.24; averaging the 8 runs alike would give -0.17.
+    assert "| no clipping or penalty | -0.39 | -0.24 (8 runs) |" in lines
     assert "| fixed KL, β = 1 | 0.71 | not run |" in lines
     assert "| TRPO (not in Table 1; normalized on the same scale) | — | 2.11 (7 runs) |" in lines
     # One task short: no normalized score, and the line says what is missing.
