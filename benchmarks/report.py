@@ -36,6 +36,7 @@ scripts); --no-plots writes the table alone.
 
 import argparse
 import csv
+import importlib
 import json
 import math
 import os
@@ -286,6 +287,11 @@ def flag(name, value):
     return f"{option} {value}"
 
 
+def script_defaults(algorithm, env):
+    """The settings a run of `algorithm` on `env` gets from its script when no flag is typed."""
+    return vars(importlib.import_module(algorithm).parse_args(["--env", env]))
+
+
 def row_label(row, runs, algos):
     """`algo` for the default row; for a tuned row also the flags that set it apart
     from the default row of the same env (read from the runs' config.json)."""
@@ -296,6 +302,10 @@ def row_label(row, runs, algos):
     if algorithm not in algos:
         return f"`{algorithm}` **tuned** ({tag}; no default row to compare with)"
     default, tuned = algos[algorithm][0]["settings"], runs[0]["settings"]
+    if tuned.keys() - default.keys():
+        # The default runs predate a flag (added with a default that keeps the old
+        # behaviour): they ran with the value the script gives it when not typed.
+        default = {**script_defaults(algorithm, tuned["env"]), **default}
     changed = [flag(name, tuned[name]) for name in tuned
                if name not in PER_RUN_SETTINGS and tuned[name] != default.get(name)]
     return f"`{algorithm}` **tuned** ({tag}): " + (" ".join(f"`{c}`" for c in changed) or "same settings")

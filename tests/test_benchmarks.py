@@ -187,6 +187,14 @@ def test_tagged_runs_are_a_tuned_row_beside_the_default(tmp_path):
     assert len(rows) == 2 and rows[0].startswith("| `ppo_clip` | 1 |")  # the default row first
     # Exactly the settings that differ, as the flags that set them; the shared SCRIPT_FLAGS are not listed.
     assert rows[1].startswith("| `ppo_clip` **tuned** (low-gamma): `--gamma 0.9` `--no-norm-reward` | 1 |")
+    # A default run made before a flag existed lacks that setting in its config.json: it
+    # ran with the script's default for it, which is therefore no difference either.
+    config_path = tmp_path / "results" / "CartPole-v1" / "ppo_clip" / "seed1" / "config.json"
+    config = json.loads(config_path.read_text())
+    del config["settings"]["sign_rewards"], config["settings"]["anneal_clip"]
+    config_path.write_text(json.dumps(config))
+    assert tool("report", "results", "--out", "report", "--no-plots", cwd=tmp_path).returncode == 0
+    assert f"\n{rows[1]}\n" in (tmp_path / "report" / "results.md").read_text()
 
 
 def test_a_tag_needs_flags(tmp_path):
