@@ -22,7 +22,8 @@ REPO = Path(__file__).resolve().parent.parent
 OUT = REPO / "benchmarks" / "anchors" / "random_policy.json"
 PPO_PAPER_TASKS = ["HalfCheetah-v5", "Hopper-v5", "InvertedDoublePendulum-v5", "InvertedPendulum-v5",
                    "Reacher-v5", "Swimmer-v5", "Walker2d-v5"]  # Figure 3 and Table 1
-EPISODES = 100  # the "at least 100 episodes"
+# The paper gives no count; 100 puts the standard error (std / 10) under 1% of each task's scores.
+EPISODES = 100
 SEED = 1
 
 
