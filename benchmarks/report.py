@@ -184,6 +184,8 @@ TABLE_1 = [("no clipping or penalty", -0.39, "ppo_clip+noclip"),
            ("adaptive KL, d_targ = 0.01 (here with its KL hinge)", 0.74, "ppo_penalty"),
            ("fixed KL, β = 1", 0.71, None),
            ("TRPO (not in Table 1; normalized on the same scale)", None, "trpo")]
+# The rows that are the paper's settings, run here: between them they define each task's 1.
+PAPER_ROWS = [row for _, paper, row in TABLE_1 if paper is not None and row is not None]
 RANDOM_SCORES = Path(__file__).resolve().parent / "anchors" / "random_policy.json"
 
 
@@ -437,6 +439,19 @@ def task_means(table, row):
     return means
 
 
+def table_1_best(means):
+    """Table 1's 1 per task: the best mean over seeds among the paper's settings run here.
+    `means` is {row: task_means(table, row)} and must hold those rows on every task."""
+    return {task: max(means[row][task] for row in PAPER_ROWS) for task in PPO_PAPER_TASKS}
+
+
+def normalized_scores(table, row, best, random_scores):
+    """{task: the finished runs of `row`, each on the paper's scale}: random policy 0, best 1."""
+    return {task: [(final_score(run)[0] - random_scores[task]["mean"])
+                   / (best[task] - random_scores[task]["mean"])
+                   for run in table[task][row] if not run["in_progress"]] for task in PPO_PAPER_TASKS}
+
+
 def seven_task_section(table, random_scores):
     """The mean over the PPO paper's seven tasks per script, beside Baselines', and Table 1's
     average normalized score, once every row involved has finished runs on all seven."""
@@ -450,25 +465,21 @@ def seven_task_section(table, random_scores):
         lines.append(f"| `{row}` | {done}/{len(PPO_PAPER_TASKS)} | {mean} |")
     lines += [f"| {label} (v2, 6 seeds) | 7/7 | {fmt(value)} |" for label, value in SEVEN_TASK_MEANS]
     complete = [row for row in rows if len(means[row]) == len(PPO_PAPER_TASKS)]
-    paper_rows = [row for _, paper, row in TABLE_1 if paper is not None and row is not None]
-    waiting = [row for row in paper_rows if row not in complete]
+    waiting = [row for row in PAPER_ROWS if row not in complete]
     missing = [task for task in PPO_PAPER_TASKS if task not in random_scores]
     lines += ["", "**Table 1's question** (average normalized score over the seven tasks × seeds):", ""]
     if waiting or missing:
         return lines + ["Not yet computed: waiting for " + " and ".join(
             ([f"finished runs of {', '.join(waiting)} on all seven tasks"] if waiting else [])
             + ([f"random-policy scores of {', '.join(missing)}"] if missing else [])) + "."]
-    # 1 is the best of the paper's settings run here, per task (the mean over its seeds).
-    best = {task: max(means[row][task] for row in paper_rows) for task in PPO_PAPER_TASKS}
+    best = table_1_best(means)
     lines += ["| setting | PPO paper | here |", "|---|---|---|"]
     for label, paper, row in TABLE_1:
         here = "not run"
         if row in complete:
             # Each task weighs the same whatever its number of seeds: the mean over its runs,
             # then the mean over the tasks (with 3 seeds each, the paper's mean over 21 runs).
-            per_task = [[(final_score(run)[0] - random_scores[task]["mean"])
-                         / (best[task] - random_scores[task]["mean"])
-                         for run in table[task][row] if not run["in_progress"]] for task in PPO_PAPER_TASKS]
+            per_task = normalized_scores(table, row, best, random_scores).values()
             runs = sum(len(scores) for scores in per_task)
             here = f"{np.mean([np.mean(scores) for scores in per_task]):.2f} ({runs} runs)"
         lines.append(f"| {label} | {'—' if paper is None else f'{paper:.2f}'} | {here} |")
