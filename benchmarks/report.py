@@ -303,11 +303,10 @@ def row_label(row, runs, algos):
     tag = row.partition(TAG_SEPARATOR)[2]
     if algorithm not in algos:
         return f"`{algorithm}` **tuned** ({tag}; no default row to compare with)"
-    default, tuned = algos[algorithm][0]["settings"], runs[0]["settings"]
-    if tuned.keys() - default.keys():
-        # The default runs predate a flag (added with a default that keeps the old
-        # behaviour): they ran with the value the script gives it when not typed.
-        default = {**script_defaults(algorithm, tuned["env"]), **default}
+    tuned = runs[0]["settings"]
+    # Under the default run's settings, the script's: a default run made before a flag
+    # existed lacks it, and ran with the value the script gives it when not typed.
+    default = {**script_defaults(algorithm, tuned["env"]), **algos[algorithm][0]["settings"]}
     changed = [flag(name, tuned[name]) for name in tuned
                if name not in PER_RUN_SETTINGS and tuned[name] != default.get(name)]
     return f"`{algorithm}` **tuned** ({tag}): " + (" ".join(f"`{c}`" for c in changed) or "same settings")
@@ -449,7 +448,8 @@ def normalized_scores(table, row, best, random_scores):
     """{task: the finished runs of `row`, each on the paper's scale}: random policy 0, best 1."""
     return {task: [(final_score(run)[0] - random_scores[task]["mean"])
                    / (best[task] - random_scores[task]["mean"])
-                   for run in table[task][row] if not run["in_progress"]] for task in PPO_PAPER_TASKS}
+                   for run in table[task][row] if not run["in_progress"]]
+            for task in PPO_PAPER_TASKS}
 
 
 def seven_task_section(table, random_scores):
