@@ -770,6 +770,7 @@ def ignoring_sigint(build):
 # cut to 84x84 grayscale, 4 of them stacked (motion). ALE ends a game at 108,000 frames,
 # a time limit the rollout bootstraps like any other. The learner sees a lost life as the
 # end of an episode and, under --sign-rewards, only the rewards' signs (the Atari defaults).
+# In games with a FIRE action, FIRE is pressed after every reset, a lost life's included.
 ATARI_FRAME_SKIP, ATARI_NOOP_MAX, ATARI_SCREEN, ATARI_STACK = 4, 30, 84, 4
 
 
@@ -794,7 +795,10 @@ def atari_game(env_id, render_mode=None):
 def atari_preprocessing(game):
     game = gym.wrappers.AtariPreprocessing(game, noop_max=ATARI_NOOP_MAX, screen_size=ATARI_SCREEN,
                                            frame_skip=ATARI_FRAME_SKIP, terminal_on_life_loss=False)
-    return gym.wrappers.FrameStackObservation(LifeLossEndsEpisode(game), ATARI_STACK)
+    game = LifeLossEndsEpisode(game)
+    if "FIRE" in game.unwrapped.get_action_meanings():
+        game = FireAfterReset(game)
+    return gym.wrappers.FrameStackObservation(game, ATARI_STACK)
 
 
 class LifeLossEndsEpisode(gym.Wrapper):
@@ -821,6 +825,26 @@ class LifeLossEndsEpisode(gym.Wrapper):
             terminated, info = True, {**info, "life_lost": True}
         self.lives, self.last = lives, (obs, {})
         return obs, reward, terminated, truncated, info
+
+
+class FireAfterReset(gym.Wrapper):
+    """Press FIRE after every reset: a new game's and, as this wraps LifeLossEndsEpisode, a lost
+    life's (baselines' FireResetEnv around EpisodicLifeEnv: the PPO paper's code and CleanRL).
+    Breakout serves the ball only on FIRE: a policy that never presses it, as a greedy one may,
+    would play on without scoring to ALE's frame limit, 27,000 steps a game. The FIRE step's
+    reward is dropped, as in baselines: it is 0 in the games that need FIRE to start."""
+
+    def __init__(self, env):
+        super().__init__(env)
+        self.fire = env.unwrapped.get_action_meanings().index("FIRE")
+
+    def reset(self, **kwargs):
+        while True:
+            self.env.reset(**kwargs)
+            obs, _, terminated, truncated, info = self.env.step(self.fire)
+            if not (terminated or truncated):
+                return obs, info
+            kwargs = {}  # FIRE itself ended the life or the game: reset again, without the seed
 # === end shared ===
 
 
@@ -1175,13 +1199,15 @@ def load_agent(path, device="cpu"):
 # === shared: evaluation ===
 @torch.no_grad()
 def evaluate(agent, env_id, episodes, seed, device="cpu", deterministic=True, video_dir=None):
-    """Play `episodes` whole episodes; return their raw returns. Deterministic by default
-    (the mean, or the most likely action): evaluation measures what the policy has
-    learned, not its exploration noise. Episode i is reset with seed + i."""
-    env, returns = make_env(env_id, video_dir, every_episode=True)(), []
+    """Play `episodes` whole episodes (Atari: whole games); return one dict each: the raw
+    return, the length in steps and whether a time limit (ALE's frame limit) ended it rather
+    than the game. Deterministic by default (the mean, or the most likely action): evaluation
+    measures what the policy has learned, not its exploration noise. Episode i is reset with
+    seed + i."""
+    env, results = make_env(env_id, video_dir, every_episode=True)(), []
     try:
         for i in range(episodes):
-            (obs, _), total, done = env.reset(seed=seed + i), 0.0, False
+            (obs, _), total, length, done = env.reset(seed=seed + i), 0.0, 0, False
             while not done:
                 obs_t = torch.as_tensor(np.asarray(obs), device=device)
                 obs_t = obs_t if obs_t.dtype == torch.uint8 else obs_t.float()
@@ -1192,12 +1218,14 @@ def evaluate(agent, env_id, episodes, seed, device="cpu", deterministic=True, vi
                 if agent.continuous:
                     action = np.clip(action, env.action_space.low, env.action_space.high)
                 obs, reward, terminated, truncated, info = env.step(action)
-                total += float(reward)  # a lost life (Atari) ends no game: play on
-                done = (terminated or truncated) and not info.get("life_lost", False)
-            returns.append(total)
+                total, length, done = total + float(reward), length + 1, terminated or truncated
+                if done and info.get("life_lost", False):  # Atari: the game goes on after the
+                    (obs, _), done = env.reset(), False  # reset training sees (FIRE included)
+            results.append({"return": total, "length": length,
+                            "time_limit": bool(truncated and not terminated)})
     finally:
         env.close()
-    return returns
+    return results
 
 
 def run_evaluation(args):
@@ -1210,11 +1238,13 @@ def run_evaluation(args):
         raise UsageError(f"the checkpoint's agent expects {expected}, but {env_id} has {spaces}")
     stamp = time.strftime("%Y%m%d-%H%M%S")
     video_dir = Path(args.eval).parent / f"eval-videos-{stamp}" if args.capture_video else None
-    returns = evaluate(load_agent(args.eval, device), env_id, args.eval_episodes, args.seed,
+    results = evaluate(load_agent(args.eval, device), env_id, args.eval_episodes, args.seed,
                        device, deterministic=not args.stochastic_eval, video_dir=video_dir)
+    returns, cut = [r["return"] for r in results], sum(r["time_limit"] for r in results)
     print(f"{env_id}: {len(returns)} episodes, return {np.mean(returns):.2f} "
-          f"+- {np.std(returns):.2f}" + (f" (videos in {video_dir})" if video_dir else ""))
-    return returns
+          f"+- {np.std(returns):.2f}, {cut} ended by the time limit"
+          + (f" (videos in {video_dir})" if video_dir else ""))
+    return results
 # === end shared ===
 
 

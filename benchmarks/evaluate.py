@@ -5,11 +5,14 @@ they must be compared with this, not with the mean of the last training episodes
 
     python benchmarks/evaluate.py benchmarks/results/Hopper-v5/*/seed*
 
-Each run gets <run>/eval.json: the returns, their mean, and the checkpoint's step.
+Each run gets <run>/eval.json: each episode's return and length, how many a time limit
+ended (on Atari, ALE's frame limit rather than game over), the mean return, and the
+checkpoint's step and sha256, so the result outlives a model.pt that is not committed.
 A run whose eval.json is for its current model.pt is skipped, so re-running is cheap.
 """
 
 import argparse
+import hashlib
 import importlib
 import json
 import statistics
@@ -43,9 +46,13 @@ def evaluate_run(run_dir, episodes, seed):
                 checkpoint["global_step"], episodes, seed):
             return None
     agent = script.load_agent(run_dir / "model.pt")
-    returns = script.evaluate(agent, checkpoint["settings"]["env"], episodes, seed)
+    games = script.evaluate(agent, checkpoint["settings"]["env"], episodes, seed)
+    returns = [game["return"] for game in games]
     result = {"model_step": checkpoint["global_step"], "episodes": episodes, "seed": seed,
-              "deterministic": True, "mean": statistics.fmean(returns), "returns": returns}
+              "deterministic": True, "mean": statistics.fmean(returns), "returns": returns,
+              "lengths": [game["length"] for game in games],
+              "time_limit_episodes": sum(game["time_limit"] for game in games),
+              "model_sha256": hashlib.sha256((run_dir / "model.pt").read_bytes()).hexdigest()}
     out.write_text(json.dumps(result, indent=2) + "\n")
     return result
 
@@ -66,7 +73,8 @@ def main(argv=None):
     for run in args.runs:
         result = evaluate_run(run, args.episodes, args.seed)
         print(f"{run}: " + ("up to date" if result is None else
-                            f"{result['mean']:.1f} over {args.episodes} episodes"), flush=True)
+                            f"{result['mean']:.1f} over {args.episodes} episodes, "
+                            f"{result['time_limit_episodes']} ended by the time limit"), flush=True)
     return 0
 
 

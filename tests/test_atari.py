@@ -48,12 +48,13 @@ def test_frames_are_max_pooled_pairs_resized_to_84_and_stacked_by_4():
     env.close()
 
 
-def test_games_start_after_1_to_30_no_ops():
+def test_games_start_after_1_to_30_no_ops_and_fire():
     frames = []
     for seed in range(10):
         env = breakout()
         env.reset(seed=seed)
-        frames.append(env.unwrapped.ale.getEpisodeFrameNumber())  # one no-op per raw frame
+        # One raw frame per no-op, then FIRE for one step of ATARI_FRAME_SKIP frames.
+        frames.append(env.unwrapped.ale.getEpisodeFrameNumber() - ppo_clip.ATARI_FRAME_SKIP)
         env.close()
     assert all(1 <= n <= ppo_clip.ATARI_NOOP_MAX for n in frames) and len(set(frames)) > 3
     assert "repeat_action_probability" in str(env.unwrapped.spec.kwargs)
@@ -71,14 +72,51 @@ def test_a_lost_life_is_terminal_but_the_game_goes_on():
             break
     assert info.get("life_lost") and ale.lives() == lives - 1
     frame = ale.getEpisodeFrameNumber()
-    obs, _ = env.reset()  # what autoreset does: the game must not restart
-    assert ale.getEpisodeFrameNumber() == frame and ale.lives() == lives - 1
+    obs, _ = env.reset()  # what autoreset does: the game must not restart, FIRE serves a new ball
+    assert ale.getEpisodeFrameNumber() == frame + ppo_clip.ATARI_FRAME_SKIP and ale.lives() == lives - 1
     assert all(np.array_equal(f, obs[0]) for f in obs)
     while not (terminated and not info.get("life_lost")):  # play to the game over
         _, _, terminated, truncated, info = env.step(rng.integers(4))
     assert ale.lives() == 0
     env.reset()
-    assert ale.lives() == lives and ale.getEpisodeFrameNumber() <= ppo_clip.ATARI_NOOP_MAX  # a new game
+    assert ale.lives() == lives  # a new game: no-ops and FIRE only
+    assert ale.getEpisodeFrameNumber() <= ppo_clip.ATARI_NOOP_MAX + ppo_clip.ATARI_FRAME_SKIP
+    env.close()
+
+
+def always(script, action, actions=4):
+    """A Breakout agent whose most likely action is always `action`."""
+    agent = script.Agent([ppo_clip.ATARI_STACK, ppo_clip.ATARI_SCREEN, ppo_clip.ATARI_SCREEN], actions, False,
+                         share_cnn=script.SHARE_CNN)
+    with torch.no_grad():
+        head = agent.actor[-1]
+        head.weight.zero_()
+        head.bias.copy_(torch.nn.functional.one_hot(torch.tensor(action), actions).float())
+    return agent
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_a_policy_that_never_fires_still_finishes_its_breakout_games(script):
+    """FIRE serves after each reset and lost life: a greedy NOOP policy loses its 5 balls in a few
+    hundred steps each, instead of waiting, unserved, for ALE's 27,000-step limit."""
+    module = load(script)
+    games = module.evaluate(always(module, action=0), BREAKOUT, episodes=2, seed=1)
+    assert [game["time_limit"] for game in games] == [False, False]
+    assert all(100 < game["length"] < 3000 for game in games), games
+    assert all(game["return"] < 5 for game in games)  # it barely hits the ball
+
+
+def test_pong_has_no_lives_to_lose_and_fire_starts_it():
+    """Pong's action set has FIRE too; with no lives, a lost point ends nothing."""
+    env = ppo_clip.make_env("ALE/Pong-v5")()
+    env.reset(seed=0)
+    assert env.unwrapped.ale.lives() == 0 and "FIRE" in env.unwrapped.get_action_meanings()
+    reward, steps = 0.0, 0
+    while reward == 0.0:  # up to the first point
+        _, reward, terminated, truncated, info = env.step(0)
+        steps += 1
+        assert not (terminated or truncated or info.get("life_lost")), steps
+    assert reward == -1.0  # NOOP loses the point, and the game goes on
     env.close()
 
 

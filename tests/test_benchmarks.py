@@ -1,6 +1,7 @@
 """The benchmark tools run as a user runs them: run.py, report.py and speed.py on tiny budgets."""
 
 import csv
+import hashlib
 import importlib
 import importlib.util
 import json
@@ -267,9 +268,12 @@ def test_evaluate_writes_the_deterministic_returns_once(tmp_path):
     assert result.returncode == 0, result.stderr
     saved = __import__("json").loads((tmp_path / "run" / "eval.json").read_text())
     ppo_clip = importlib.import_module("ppo_clip")
-    expected = ppo_clip.evaluate(ppo_clip.load_agent(tmp_path / "run" / "model.pt"), "CartPole-v1", 3, seed=1)
+    games = ppo_clip.evaluate(ppo_clip.load_agent(tmp_path / "run" / "model.pt"), "CartPole-v1", 3, seed=1)
+    expected = [game["return"] for game in games]
     assert saved["returns"] == expected and saved["model_step"] == 128 and saved["deterministic"]
-    assert saved["mean"] == np.mean(expected)
+    assert saved["mean"] == np.mean(expected) and saved["lengths"] == [game["length"] for game in games]
+    assert saved["time_limit_episodes"] == sum(length == 500 for length in saved["lengths"])  # CartPole-v1's limit
+    assert saved["model_sha256"] == hashlib.sha256((tmp_path / "run" / "model.pt").read_bytes()).hexdigest()
     again = tool("evaluate", "run", "--episodes", 3, cwd=tmp_path)
     assert again.returncode == 0 and "up to date" in again.stdout
     missing = tool("evaluate", "nowhere", cwd=tmp_path)

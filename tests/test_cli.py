@@ -78,12 +78,14 @@ def test_eval_uses_the_saved_agent(script, trained, module):
     checkpoint = torch.load(run_dir / "model.pt", weights_only=True)
     assert torch.equal(agent.obs_rms.mean, checkpoint["agent"]["obs_rms.mean"])
     assert agent.obs_rms.count > 0  # the normalizer statistics came with the model
-    returns = module.evaluate(agent, "CartPole-v1", episodes=3, seed=5)
-    assert len(returns) == 3 and returns == module.evaluate(agent, "CartPole-v1", episodes=3, seed=5)
-    mean = f"{sum(returns) / 3:.2f}"
+    games = module.evaluate(agent, "CartPole-v1", episodes=3, seed=5)
+    assert len(games) == 3 and games == module.evaluate(agent, "CartPole-v1", episodes=3, seed=5)
+    assert all(game["return"] == game["length"] for game in games)  # CartPole scores 1 a step
+    mean, cut = f"{sum(game['return'] for game in games) / 3:.2f}", sum(game["time_limit"] for game in games)
+    assert cut == sum(game["length"] == 500 for game in games)  # CartPole-v1's time limit
     same_seed = run_script(script, "--eval", run_dir / "model.pt", "--eval-episodes", "3", "--seed", "5",
                            cwd=run_dir)
-    assert f"return {mean} +- " in same_seed.stdout
+    assert f"return {mean} +- " in same_seed.stdout and f", {cut} ended by the time limit" in same_seed.stdout
 
 
 def test_resume_continues_the_run(script, tmp_path):
