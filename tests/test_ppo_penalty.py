@@ -45,6 +45,23 @@ def test_adapt_beta_with_the_paper_defaults():
     assert ppo_penalty.adapt_beta(0.8, 0.0, 0.01) == pytest.approx(0.4)  # the policy did not move
 
 
+def test_beta_stays_within_its_bounds_however_long_the_kl_stays_off_target():
+    """Breakout's KL sat below d_targ / 1.5 for hundreds of updates and took an unbounded beta
+    to 8e-84; ten updates back on target must bring beta back from either bound."""
+    beta = 1.0
+    for _ in range(5000):  # the policy barely moves, update after update
+        beta = ppo_penalty.adapt_beta(beta, 1e-6, 0.01)
+        assert beta >= ppo_penalty.BETA_MIN
+    assert beta == ppo_penalty.BETA_MIN == 2.0**-10
+    for _ in range(10):
+        beta = ppo_penalty.adapt_beta(beta, 1.0, 0.01)
+    assert beta == 1.0
+    for _ in range(5000):  # it overshoots, update after update
+        beta = ppo_penalty.adapt_beta(beta, 1.0, 0.01)
+    assert beta == ppo_penalty.BETA_MAX == 2.0**10
+    assert ppo_penalty.adapt_beta(ppo_penalty.BETA_MIN, 0.01, 0.01) == ppo_penalty.BETA_MIN  # on target
+
+
 def test_adapt_beta_is_a_function_of_plain_numbers():
     new = ppo_penalty.adapt_beta(1.0, 0.5, 0.01)
     assert type(new) is float and new == 2.0
@@ -194,6 +211,15 @@ def test_beta_moves_toward_the_kl_target(tmp_path, kl_target, factor):
     assert betas == [1.0, factor, factor**2]
     assert [float(r["next_beta"]) for r in rows] == [factor, factor**2, factor**3]
     assert all(float(r["kl"]) > 0 for r in rows)
+
+
+def test_beta_stops_at_its_floor_in_a_run_whose_kl_never_reaches_the_target(tmp_path):
+    updates = 14  # four past the ten halvings that take beta from 1 to BETA_MIN
+    result = run_script("ppo_penalty", "--num-steps", "16", "--num-minibatches", "2", "--update-epochs", "1",
+                        "--total-timesteps", 16 * updates, "--kl-target", "100", "--run-dir", "run", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    betas = [float(r["next_beta"]) for r in read_csv(tmp_path / "run" / "progress.csv")]
+    assert betas == [max(0.5**k, ppo_penalty.BETA_MIN) for k in range(1, updates + 1)]
 
 
 def test_no_adaptive_beta_keeps_beta_init(tmp_path):
