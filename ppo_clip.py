@@ -55,6 +55,8 @@ SHARE_CNN = True
 
 # For ALE/* ids (Atari) these defaults replace the usual ones; a flag given still wins.
 ATARI_SOURCE = "the PPO paper's Table 5 (40M frames = 10M steps); Mnih et al. 2015's reward signs"
+# vf_coef: Table 5's c1 = 1 on half the squared error, so 0.5 on eq. 9's (V - V^targ)^2; ppo2 and
+# CleanRL weigh it 0.25. Kept as measured: at 0.5, Breakout at 1M matched CleanRL's (BENCHMARKS.md).
 ATARI_SETTINGS = {"total_timesteps": 10_000_000, "num_envs": 8, "num_steps": 128,
                   "update_epochs": 3, "num_minibatches": 4,  # minibatch 32 x 8 = 1024 / 4
                   "learning_rate": 2.5e-4, "anneal_lr": True, "clip_coef": 0.1, "anneal_clip": True,
@@ -78,10 +80,10 @@ def add_algorithm_settings(group):
     add("--clip-vloss", action=on_off, default=False,
         help="clip the value step to the same range (ppo2; no help: Andrychowicz et al. 2021)")
     add("--ent-coef", type=nonnegative_float, default=0.0, help="entropy coefficient c2")
-    add("--vf-coef", type=nonnegative_float, default=0.5, help="value loss coefficient c1 (ppo2)")
+    add("--vf-coef", type=nonnegative_float, default=0.5, help="c1 (ppo2), weighing half the MSE")
     add("--max-grad-norm", type=positive_float, default=0.5, help="clip the gradient norm (ppo2)")
     add("--target-kl", type=positive_float, default=None, help="skip the epochs left once the "
-        "batch's approximate KL(pi_old || pi) exceeds this after one (CleanRL's rule)")
+        "whole batch's approximate KL(pi_old || pi) exceeds this after an epoch")
     add("--norm-adv", action=on_off, default=True,
         help="normalize advantages per minibatch (baselines ppo2)")
 
@@ -312,9 +314,9 @@ def collect_rollout(envs, agent, buf, obs, gamma, episodes, warm_up=False):
     for tensor, array in ((buf.obs, obs_np), (buf.rewards, rewards_np), (buf.dones, dones_np)):
         tensor.copy_(torch.from_numpy(array))
     if warm_up:
-        # A fresh normalizer is the identity. Seeded before the scoring below, it makes pi_old
-        # the policy the first update starts from (ratio exactly 1); the acting policy saw raw
-        # inputs, but its 0.01 head (POLICY_HEAD_GAIN) keeps it nearly blind to them.
+        # A fresh normalizer only clips to +-obs_clip. Seeded before the scoring below, it makes
+        # pi_old the policy the first update starts from (ratio 1 up to rounding); the acting
+        # policy saw raw inputs, but its 0.01 head (POLICY_HEAD_GAIN) kept it nearly blind to them.
         agent.obs_rms.update(all_gather_rows(buf.obs.flatten(0, 1)))
     # Scored in batched passes after the steps: the networks did not change during them,
     # so these are the numbers each step would have computed, at a fraction of the cost.
@@ -438,9 +440,9 @@ def clipped_surrogate(ratio, advantages, clip_coef):
 
 
 def value_loss(new_values, old_values, returns, clip_coef=None):
-    """Half the mean squared error to the GAE returns. With `clip_coef`, the value
-    may move at most clip_coef from its rollout estimate before the error stops
-    shrinking: the pessimistic maximum of clipped and unclipped errors (ppo2)."""
+    """Half the mean squared error to the GAE returns (eq. 9's L^VF halved: c1 weighs this). With
+    `clip_coef`, the value may move at most clip_coef from its rollout estimate before the error
+    stops shrinking: the pessimistic maximum of clipped and unclipped errors (ppo2)."""
     error = (new_values - returns) ** 2
     if clip_coef is not None:
         clipped = old_values + (new_values - old_values).clamp(-clip_coef, clip_coef)
@@ -517,7 +519,8 @@ def update(agent, optimizers, state, batch, args, progress):
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             average_gradients(params)  # the same step on every rank (no-op in one process)
-            # One global norm over both networks: a rare huge gradient cannot wreck the policy.
+            # One norm over both networks (a huge gradient cannot wreck the policy): c1 then
+            # sets the value's share of it, so it matters even when the networks share nothing.
             nn.utils.clip_grad_norm_(params, args.max_grad_norm)
             optimizer.step()
             sums, steps = sums + parts.cpu(), steps + 1

@@ -67,7 +67,8 @@ SHARE_CNN = True
 
 
 # For ALE/* ids (Atari) these defaults replace the usual ones; a flag given still wins.
-# ppo_clip.py's Atari settings, which the paper gives for clipping alone, with this objective.
+# ppo_clip.py's Atari settings, which the paper gives for clipping alone, with this objective;
+# vf_coef is Table 5's c1 = 1 on half the squared error, so 0.5 on eq. 9's (V - V^targ)^2.
 ATARI_SOURCE = "the PPO paper's Table 5 (40M frames = 10M steps); Mnih et al. 2015's reward signs"
 ATARI_SETTINGS = {"total_timesteps": 10_000_000, "num_envs": 8, "num_steps": 128,
                   "update_epochs": 3, "num_minibatches": 4,  # minibatch 32 x 8 = 1024 / 4
@@ -98,7 +99,7 @@ def add_algorithm_settings(group):
         help="stop the epochs, without stepping, once a minibatch's KL exceeds this many "
              "times --kl-target (DPPO's workers, arXiv 1707.02286: 4)")
     add("--ent-coef", type=nonnegative_float, default=0.0, help="entropy coefficient c2")
-    add("--vf-coef", type=nonnegative_float, default=0.5, help="value loss coefficient c1 (ppo2)")
+    add("--vf-coef", type=nonnegative_float, default=0.5, help="c1 (ppo2), weighing half the MSE")
     add("--max-grad-norm", type=positive_float, default=0.5, help="clip the gradient norm (ppo2)")
     add("--norm-adv", action=on_off, default=True,
         help="normalize advantages per minibatch (baselines ppo2)")
@@ -330,9 +331,9 @@ def collect_rollout(envs, agent, buf, obs, gamma, episodes, warm_up=False):
     for tensor, array in ((buf.obs, obs_np), (buf.rewards, rewards_np), (buf.dones, dones_np)):
         tensor.copy_(torch.from_numpy(array))
     if warm_up:
-        # A fresh normalizer is the identity. Seeded before the scoring below, it makes pi_old
-        # the policy the first update starts from (ratio exactly 1); the acting policy saw raw
-        # inputs, but its 0.01 head (POLICY_HEAD_GAIN) keeps it nearly blind to them.
+        # A fresh normalizer only clips to +-obs_clip. Seeded before the scoring below, it makes
+        # pi_old the policy the first update starts from (ratio 1 up to rounding); the acting
+        # policy saw raw inputs, but its 0.01 head (POLICY_HEAD_GAIN) kept it nearly blind to them.
         agent.obs_rms.update(all_gather_rows(buf.obs.flatten(0, 1)))
     # Scored in batched passes after the steps: the networks did not change during them,
     # so these are the numbers each step would have computed, at a fraction of the cost.
@@ -501,8 +502,8 @@ def select_rows(dist, index):
 
 
 def value_loss(new_values, returns):
-    """Half the mean squared error to the GAE returns. (ppo_clip.py can also clip
-    the value step to its epsilon; this objective has no epsilon to borrow.)"""
+    """Half the mean squared error to the GAE returns (eq. 9's L^VF halved: c1 weighs this).
+    (ppo_clip.py can also clip the value step to its epsilon; this one has none to borrow.)"""
     return 0.5 * ((new_values - returns) ** 2).mean()
 
 
@@ -579,7 +580,8 @@ def update(agent, optimizers, state, batch, args, progress):
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             average_gradients(params)  # the same step on every rank (no-op in one process)
-            # One global norm over both networks: a rare huge gradient cannot wreck the policy.
+            # One norm over both networks (a huge gradient cannot wreck the policy): c1 then
+            # sets the value's share of it, so it matters even when the networks share nothing.
             nn.utils.clip_grad_norm_(params, args.max_grad_norm)
             optimizer.step()
         if stop:

@@ -343,9 +343,9 @@ def collect_rollout(envs, agent, buf, obs, gamma, episodes, warm_up=False):
     for tensor, array in ((buf.obs, obs_np), (buf.rewards, rewards_np), (buf.dones, dones_np)):
         tensor.copy_(torch.from_numpy(array))
     if warm_up:
-        # A fresh normalizer is the identity. Seeded before the scoring below, it makes pi_old
-        # the policy the first update starts from (ratio exactly 1); the acting policy saw raw
-        # inputs, but its 0.01 head (POLICY_HEAD_GAIN) keeps it nearly blind to them.
+        # A fresh normalizer only clips to +-obs_clip. Seeded before the scoring below, it makes
+        # pi_old the policy the first update starts from (ratio 1 up to rounding); the acting
+        # policy saw raw inputs, but its 0.01 head (POLICY_HEAD_GAIN) kept it nearly blind to them.
         agent.obs_rms.update(all_gather_rows(buf.obs.flatten(0, 1)))
     # Scored in batched passes after the steps: the networks did not change during them,
     # so these are the numbers each step would have computed, at a fraction of the cost.
@@ -588,8 +588,8 @@ def value_loss(new_values, returns):
 
 
 def normalize_advantages(advantages):
-    """Zero mean, unit std over the whole batch: the surrogate's gradient then does
-    not depend on the reward scale. A single sample has no std and is left as is."""
+    """Zero mean, unit std over the whole batch. TRPO's step is the same for g scaled by any
+    factor: only the mean's shift, and CG's absolute tolerance, see this. One sample: as is."""
     if advantages.numel() < 2:
         return advantages
     return (advantages - advantages.mean()) / (advantages.std() + ADVANTAGE_EPS)
