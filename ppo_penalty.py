@@ -114,6 +114,7 @@ PIXEL_MAX = 255.0  # images are uint8: dividing by this scales them to [0, 1]
 CNN_CONVS = ((32, 8, 4), (64, 4, 2), (64, 3, 1))  # (filters, kernel, stride) of each conv
 CNN_HIDDEN = 512
 MIN_IMAGE_SIZE = 36  # the smallest side that leaves CNN_CONVS a pixel to look at
+IMAGES_PER_PASS = 256  # a no-grad pass over a batch of images takes this many at a time
 
 
 class RunningMeanStd(nn.Module):
@@ -220,11 +221,25 @@ class Agent(nn.Module):
     def policy_from_normalized(self, x):  # pi(.|s), batch shape (B,)
         return self.policy_from_output(self.actor(x))
 
-    def policy_and_value_from_normalized(self, x):  # (pi, V): a shared CNN runs only once
+    def outputs_from_normalized(self, x):  # (the actor's logits or means (B, A), V (B,))
         if not (self.image and self.config["share_cnn"]):
-            return self.policy_from_normalized(x), self.value_from_normalized(x)
-        features = self.actor[:-1](x)  # both networks end in their head, after one trunk
-        return self.policy_from_output(self.actor[-1](features)), self.critic[-1](features)[:, 0]
+            return self.actor(x), self.value_from_normalized(x)
+        features = self.actor[:-1](x)  # both networks end in their head, after one trunk: once
+        return self.actor[-1](features), self.critic[-1](features)[:, 0]
+
+    def policy_and_value_from_normalized(self, x):  # (pi, V)
+        out, value = self.outputs_from_normalized(x)
+        return self.policy_from_output(out), value
+
+    @torch.no_grad()
+    def score(self, obs, value=True):
+        """(pi, V) of a whole batch of raw observations, without gradients (V None unless
+        `value`). Images go IMAGES_PER_PASS at a time: the activations of a slice stay in the
+        CPU's caches, those of 4,096 frames do not (2x faster here, with the same bits)."""
+        rows = IMAGES_PER_PASS if self.image else len(obs)
+        out, values = zip(*(self.outputs_from_normalized(x) if value else (self.actor(x), None)
+                            for x in map(self.normalize, obs.split(rows))))
+        return self.policy_from_output(torch.cat(out)), torch.cat(values) if value else None
 
     def policy_from_output(self, out):  # the actor's logits or means (B, A) -> pi(.|s)
         # validate_args=False: the checks cost more than these networks; the inputs are ours.
@@ -337,7 +352,7 @@ def collect_rollout(envs, agent, buf, obs, gamma, episodes, warm_up=False):
         agent.obs_rms.update(all_gather_rows(buf.obs.flatten(0, 1)))
     # Scored in batched passes after the steps: the networks did not change during them,
     # so these are the numbers each step would have computed, at a fraction of the cost.
-    policy, values = agent.policy_and_value_from_normalized(agent.normalize(buf.obs.flatten(0, 1)))
+    policy, values = agent.score(buf.obs.flatten(0, 1))
     buf.logprobs.copy_(policy.log_prob(buf.actions.flatten(0, 1)).view_as(buf.logprobs))
     buf.values.copy_(values.view_as(buf.values))  # (T * N,) each
     buf.next_value.copy_(agent.get_value(as_input(obs)))

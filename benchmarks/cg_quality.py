@@ -110,7 +110,7 @@ def main(argv=None):
     def fvp(v):
         return trpo.fisher_vector_product(kl_grad, params, v, settings["cg_damping"])
 
-    reference = trpo.conjugate_gradient(fvp, g, REFERENCE_ITERS, REFERENCE_TOL)
+    reference, _ = trpo.conjugate_gradient(fvp, g, REFERENCE_ITERS, REFERENCE_TOL)
 
     def predicted_gain(s):
         return math.sqrt(2.0 * settings["max_kl"] / (s @ fvp(s)).item()) * (g @ s).item()
@@ -122,14 +122,14 @@ def main(argv=None):
           f"{((fvp(reference) - g).norm() / g.norm()).item():.1e}")
     print(f"{'CG iters':>8}  {'rel. residual':>13}  {'cos(s, s*)':>10}  {'predicted gain':>14}  {'of s*':>6}")
     for iters in args.iters:
-        s = trpo.conjugate_gradient(fvp, g, iters, trpo.CG_RESIDUAL_TOL)
+        s, _ = trpo.conjugate_gradient(fvp, g, iters, trpo.CG_RESIDUAL_TOL)
         residual = ((fvp(s) - g).norm() / g.norm()).item()
         cosine = ((s @ reference) / (s.norm() * reference.norm())).item()
         gain = predicted_gain(s)
         print(f"{iters:>8}  {residual:>13.3f}  {cosine:>10.3f}  {gain:>14.4f}  {gain / best:>6.0%}")
 
     # The step trpo.update takes: CG's s at the run's --cg-iters, scaled by sqrt(2 delta / s^T (F + lambda I) s).
-    s = trpo.conjugate_gradient(fvp, g, settings["cg_iters"], trpo.CG_RESIDUAL_TOL)
+    s, _ = trpo.conjugate_gradient(fvp, g, settings["cg_iters"], trpo.CG_RESIDUAL_TOL)
     damped = (s @ fvp(s)).item()
     ratio = (damped - settings["cg_damping"] * (s @ s).item()) / damped  # s^T F s / s^T (F + lambda I) s
     theta_old = trpo.flat_params(params)

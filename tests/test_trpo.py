@@ -42,8 +42,9 @@ def test_conjugate_gradient_solves_spd_systems(n, seed):
     b = torch.randn(n, generator=gen, dtype=torch.float64)
     expected = torch.linalg.solve(a, b)
     a32, b32 = a.float(), b.float()
-    x = trpo.conjugate_gradient(lambda v: a32 @ v, b32, iters=2 * n, residual_tol=1e-12)
+    x, products = trpo.conjugate_gradient(lambda v: a32 @ v, b32, iters=2 * n, residual_tol=1e-12)
     torch.testing.assert_close(x.double(), expected, rtol=1e-4, atol=1e-5)
+    assert 1 <= products <= 2 * n
 
 
 def test_conjugate_gradient_first_iterate_is_the_scaled_right_hand_side():
@@ -51,27 +52,31 @@ def test_conjugate_gradient_first_iterate_is_the_scaled_right_hand_side():
     gen = torch.Generator().manual_seed(4)
     a = random_spd(8, gen).float()
     b = torch.randn(8, generator=gen)
-    x = trpo.conjugate_gradient(lambda v: a @ v, b, iters=1, residual_tol=0.0)
+    x, products = trpo.conjugate_gradient(lambda v: a @ v, b, iters=1, residual_tol=0.0)
     torch.testing.assert_close(x, (b @ b) / (b @ a @ b) * b)
+    assert products == 1
 
 
 def test_conjugate_gradient_stops_at_the_residual_tolerance():
-    products = []
+    calls = []
     a = torch.diag(torch.tensor([1.0, 2.0, 3.0]))
 
     def avp(v):
-        products.append(v)
+        calls.append(v)
         return a @ v
 
-    x = trpo.conjugate_gradient(avp, torch.zeros(3), iters=10, residual_tol=1e-10)
-    assert torch.equal(x, torch.zeros(3)) and products == []  # b = 0 is solved by x = 0 at once
+    x, products = trpo.conjugate_gradient(avp, torch.zeros(3), iters=10, residual_tol=1e-10)
+    assert torch.equal(x, torch.zeros(3)) and calls == [] and products == 0  # b = 0: x = 0 at once
+    x, products = trpo.conjugate_gradient(avp, torch.ones(3), iters=10, residual_tol=1e-10)
+    assert products == len(calls) == 3  # exact in 3 steps on a 3 x 3 system: then r = 0 stops it
 
 
 @pytest.mark.parametrize("matrix", [-torch.eye(4), torch.zeros(4, 4), torch.full((4, 4), float("nan"))],
                          ids=["negative-definite", "zero", "nan"])
 def test_conjugate_gradient_stops_on_non_positive_or_nan_curvature(matrix):
-    x = trpo.conjugate_gradient(lambda v: matrix @ v, torch.ones(4), iters=10, residual_tol=1e-10)
+    x, products = trpo.conjugate_gradient(lambda v: matrix @ v, torch.ones(4), iters=10, residual_tol=1e-10)
     assert torch.equal(x, torch.zeros(4))  # no step was taken along a direction of bad curvature
+    assert products == 1  # the product that found it
 
 
 # ---------------------------------------------------------------- Fisher-vector product
@@ -217,7 +222,7 @@ def test_value_fit_moves_only_the_critic_and_lowers_its_loss():
 
 # ---------------------------------------------------------------- update
 STATS = {"kl", "surrogate_improvement", "expected_improvement", "backtracks", "step_accepted", "step_norm",
-         "cg_residual", "value_loss", "entropy"}
+         "cg_residual", "cg_iters", "trunk_kl_share", "value_loss", "entropy"}
 
 
 def random_batch(agent, advantages):
@@ -242,6 +247,19 @@ def test_update_takes_a_step_within_the_bound_and_reports_it():
     assert stats["step_accepted"] == 1 and 0.0 < stats["kl"] <= 0.005 and stats["surrogate_improvement"] > 0
     step = trpo.flat_params(trpo.policy_parameters(agent)) - before
     assert stats["step_norm"] == pytest.approx(step.norm().item())
+    assert 1 <= stats["cg_iters"] <= args.cg_iters and 0 < stats["trunk_kl_share"] < 1
+
+
+@pytest.mark.parametrize("continuous", [False, True])
+def test_the_trunk_is_all_the_policy_but_its_last_layer_and_log_std(continuous):
+    agent = trpo.Agent((3,), 2, continuous=continuous, hidden_sizes=(4, 5))
+    names = [name for name, p in agent.named_parameters() if not name.startswith("critic.")]
+    params = trpo.policy_parameters(agent)
+    sizes = [p.numel() for p in params]
+    mask = trpo.on_trunk(agent, params).split(sizes)
+    on_head = {"actor.4.weight", "actor.4.bias", "actor_logstd"}  # Linear, Tanh, Linear, Tanh, Linear
+    assert [bool(m.all()) for m in mask] == [name not in on_head for name in names]
+    assert all(m.all() or not m.any() for m in mask)
 
 
 def test_update_with_a_zero_gradient_rejects_the_step_and_stays_finite():
