@@ -20,6 +20,12 @@ runs: `--tag zoo -- --cg-iters 25` trains into <results>/<env>/<algo>+zoo/, and
 report.py shows them as a separate row labelled "tuned", with the settings that
 differ from the default row beside it.
 
+Each run is evaluated the moment it finishes: benchmarks/evaluate.py writes its
+eval.json (20 deterministic episodes, each one's return and length, the checkpoint's
+sha256) before the next run starts in its place, so no result depends on a model.pt
+that the machine may lose (Atari's are not committed). A finished run that lacks an
+up-to-date eval.json is evaluated when the suite is run again.
+
 Ctrl-C reaches the children too (they share the terminal's process group):
 each writes a checkpoint and stops; run.py waits for them and exits with 130.
 Then `benchmarks/report.py <results>` summarizes what is there.
@@ -240,6 +246,17 @@ def launch(run, python, script_args, resume):
                                 env={**os.environ, "PYTHONUNBUFFERED": "1"})
 
 
+def evaluate(run, python):
+    """benchmarks/evaluate.py on a finished run, its output appended to the run's log; the
+    evaluation's one line is returned. It skips a run whose eval.json is up to date."""
+    cmd = [python, str(REPO / "benchmarks" / "evaluate.py"), str(run.dir)]
+    result = subprocess.run(cmd, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    with open(run.log, "a") as log:
+        log.write(f"# run.py: {shlex.join(cmd)}\n{result.stdout}{result.stderr}")
+    lines = (result.stdout + result.stderr).strip().splitlines() or [f"exit {result.returncode}"]
+    return ("" if result.returncode == 0 else "evaluation FAILED: ") + lines[-1]
+
+
 def last_log_line(run):
     try:
         lines = [line for line in run.log.read_text().splitlines() if line.strip()]
@@ -307,6 +324,9 @@ def main(argv=None):
             print(f"{states[run.name]:>8}  {run.name}  ({run.step():,}/{run.target():,} steps)")
         return 0
     todo = [run for run in runs if states[run.name] != "finished"]
+    for run in runs:
+        if states[run.name] == "finished" and not (run.dir / "eval.json").exists():
+            print(f"[run.py] {evaluate(run, args.python)}", flush=True)
     counts = {s: sum(v == s for v in states.values()) for s in ("finished", "resume", "start", "restart")}
     print(f"[run.py] {len(runs)} runs in {args.results}: {counts['finished']} finished (skipped), "
           f"{counts['resume']} to resume, {counts['start'] + counts['restart']} to start"
@@ -335,6 +355,7 @@ def main(argv=None):
                 runs_done += 1
                 row = run.last_row() or {}
                 progress.line(runs_done, f"finished {name} (return {float(row.get('return_mean', 'nan')):.1f})")
+                print(f"[run.py] {evaluate(run, args.python)}", flush=True)
             elif code == EXIT_INTERRUPTED or stop.requested:
                 interrupted.append(run)
             else:

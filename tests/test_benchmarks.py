@@ -60,7 +60,12 @@ def test_run_creates_the_layout(suite):
                                                                        "episodes.csv", "model.pt"}
         assert (runs / f"seed{seed}.log").is_file()
         assert steps(runs / f"seed{seed}" / "progress.csv")[-1] == SUITE_BUDGET
+        evaluation = json.loads((runs / f"seed{seed}" / "eval.json").read_text())  # evaluated as it finished
+        model = (runs / f"seed{seed}" / "model.pt").read_bytes()
+        assert evaluation["model_step"] == SUITE_BUDGET and len(evaluation["returns"]) == evaluation["episodes"] == 20
+        assert evaluation["model_sha256"] == hashlib.sha256(model).hexdigest()
     assert "2/2 runs done" in first.stdout and "ETA" in first.stdout
+    assert first.stdout.count("over 20 episodes, ") == 2
 
 
 def test_a_run_without_checkpoint_is_moved_aside_and_restarted(suite):
@@ -93,13 +98,22 @@ def test_finished_runs_stay_finished_after_a_clone(suite):
     run.py logs at a clean exit, not the times, says a run is finished."""
     cwd, runs, _ = suite
     for seed in (1, 2):
-        assert (runs / f"seed{seed}.log").read_text().splitlines()[-1] == f"# run.py: finished at {SUITE_BUDGET:,} steps"
+        assert f"# run.py: finished at {SUITE_BUDGET:,} steps" in (runs / f"seed{seed}.log").read_text().splitlines()
         model = runs / f"seed{seed}" / "model.pt"
         progress = runs / f"seed{seed}" / "progress.csv"
         os.utime(progress, ns=(model.stat().st_mtime_ns + 10**9,) * 2)  # progress.csv now looks newer
     again = run_suite(cwd)
     assert again.returncode == 0, again.stderr
     assert "2 finished (skipped)" in again.stdout
+
+
+def test_a_finished_run_without_its_evaluation_gets_one_on_the_next_invocation(suite):
+    cwd, runs, _ = suite
+    (runs / "seed1" / "eval.json").unlink()
+    again = run_suite(cwd)
+    assert again.returncode == 0, again.stderr
+    assert "2 finished (skipped)" in again.stdout and again.stdout.count("over 20 episodes, ") == 1
+    assert json.loads((runs / "seed1" / "eval.json").read_text())["model_step"] == SUITE_BUDGET
 
 
 def test_report_writes_the_table_and_the_plot(suite):
