@@ -2,19 +2,24 @@
 environment (the limit) and against CleanRL's ppo_atari.py at its own settings.
 
     python benchmarks/atari_speed.py --cleanrl-git /path/to/cleanrl/git/dir
+    python benchmarks/atari_speed.py --scripts ppo_clip --variant "ppo_clip --channels-last" --rounds 2
 
 One measurement at a time, in this order: the raw environment (the scripts' own
 make_vector_env with the Atari default of 8 environments, stepping random actions),
-each script training for --steps steps (progress.csv's `sps`, as in speed.py), then
-CleanRL's ppo_atari.py for the same steps through ../shared/anchors/cleanrl_ppo_atari.sh
-(its own venv; the SPS it prints last). The git directory is what the search tool's
-`fetch github:vwxyzjn/cleanrl` returns; without --cleanrl-git CleanRL is skipped.
-Read the ratios more than the absolute numbers: the machine is shared.
+each script training for --steps steps (progress.csv's `sps`, as in speed.py), each
+--variant (a script with flags of its own), then CleanRL's ppo_atari.py for the same steps
+through ../shared/anchors/cleanrl_ppo_atari.sh (its own venv; the SPS it prints last).
+--rounds repeats that order, so each side is measured between the others and the table
+gives every round and the median; ratios are of the medians. The git directory is what
+the search tool's `fetch github:vwxyzjn/cleanrl` returns; without --cleanrl-git CleanRL
+is skipped. Read the ratios more than the absolute numbers: the machine is shared.
 """
 
 import argparse
 import importlib
 import re
+import shlex
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -46,29 +51,46 @@ def main(argv=None):
     parser.add_argument("--steps", type=int, default=16_384,
                         help="steps per measurement: whole batches of every script (default: %(default)s)")
     parser.add_argument("--scripts", nargs="+", choices=SCRIPTS, default=SCRIPTS, metavar="SCRIPT")
+    parser.add_argument("--variant", action="append", default=[], metavar="'SCRIPT FLAGS'",
+                        help="also a script with flags of its own, e.g. 'trpo --torch-threads 2' (repeatable)")
+    parser.add_argument("--rounds", type=int, default=1, help="times the whole order runs (default: %(default)s)")
     parser.add_argument("--cleanrl-git", type=Path, help="CleanRL's git directory (default: skip CleanRL)")
     args = parser.parse_args(argv)
+    variants = [shlex.split(v) for v in args.variant]
+    if any(not v or v[0] not in SCRIPTS for v in variants) or args.rounds < 1:
+        parser.exit(2, f"atari_speed.py: error: a --variant starts with one of {', '.join(SCRIPTS)}; "
+                       f"--rounds is at least 1\n")
     module = importlib.import_module(args.scripts[0])
     num_envs = module.parse_args(["--env", args.env]).num_envs
-    results = {}
+    results = {}  # who -> SPS of each round
     with tempfile.TemporaryDirectory(prefix="atari-speed-") as workdir:
         try:
-            results["raw env"] = raw_sps(module.make_vector_env, args.env, num_envs, "sync", args.steps)
-            for script in args.scripts:
-                results[script] = train_sps(sys.executable, script, args.env, args.steps, [], workdir)
-            if args.cleanrl_git is not None:
-                results["CleanRL ppo_atari"] = cleanrl_sps(ANCHOR, args.cleanrl_git, args.env, args.steps,
-                                                           workdir)
+            for _ in range(args.rounds):
+                measure = {"raw env": lambda: raw_sps(module.make_vector_env, args.env, num_envs, "sync",
+                                                      args.steps)}
+                for script, *flags in [[script] for script in args.scripts] + variants:
+                    measure[shlex.join([script, *flags])] = (
+                        lambda script=script, flags=flags: train_sps(sys.executable, script, args.env,
+                                                                     args.steps, flags, workdir))
+                if args.cleanrl_git is not None:
+                    measure["CleanRL ppo_atari"] = lambda: cleanrl_sps(ANCHOR, args.cleanrl_git, args.env,
+                                                                       args.steps, workdir)
+                for who, run in measure.items():
+                    results.setdefault(who, []).append(run())
+                    print(f"[atari_speed.py] {who}: {results[who][-1]:,.0f} SPS", flush=True)
         except Failed as error:
             print(f"atari_speed.py: error: {error}", file=sys.stderr)
             return 1
-    print(f"{args.env}, {args.steps:,} steps per measurement, {num_envs} environments, CPU, 1 torch thread")
-    print(f"{'who':<18} {'SPS':>7} {'of raw':>7}" + (f" {'/ CleanRL':>9}" if "CleanRL ppo_atari" in results else ""))
+    median = {who: statistics.median(sps) for who, sps in results.items()}
+    cleanrl = median.get("CleanRL ppo_atari")
+    print(f"{args.env}, {args.steps:,} steps per measurement, {num_envs} environments, CPU, "
+          f"{args.rounds} round(s); SPS of each round, then the median")
+    width = max(len(who) for who in results) + 1
+    print(f"{'who':<{width}} {'SPS':>{8 * args.rounds + 8}} {'of raw':>7}" + (f" {'/ CleanRL':>9}" if cleanrl else ""))
     for who, sps in results.items():
-        line = f"{who:<18} {sps:>7,.0f} {sps / results['raw env']:>7.0%}"
-        if "CleanRL ppo_atari" in results:
-            line += f" {sps / results['CleanRL ppo_atari']:>8.2f}x"
-        print(line)
+        rounds = " ".join(f"{x:>7,.0f}" for x in sps)
+        line = f"{who:<{width}} {rounds} {median[who]:>7,.0f} {median[who] / median['raw env']:>7.0%}"
+        print(line + (f" {median[who] / cleanrl:>8.2f}x" if cleanrl else ""))
     return 0
 
 

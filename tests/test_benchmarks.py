@@ -242,6 +242,8 @@ def test_cg_quality_compares_iteration_counts_on_a_checkpoint(tmp_path):
     ("evaluate", ["nowhere", "--episodes", "many"]),
     ("warm_up", ["--envs", "NoSuchEnv-v0"]),
     ("sb3_ppo", ["--seeds", "one"]),
+    ("atari_speed", ["--variant", "nonexistent --flag"]),
+    ("atari_speed", ["--rounds", "0"]),
 ])
 def test_bad_input_gets_one_line_and_a_nonzero_exit(tmp_path, name, args):
     result = tool(name, *args, cwd=tmp_path)
@@ -273,6 +275,17 @@ def test_speed_prints_the_ratio(tmp_path):
     assert result.returncode == 0, result.stderr
     assert re.search(r"^ppo_clip\s+CartPole-v1\s+[\d,]+\s+[\d,]+\s+\d+%", result.stdout, re.M), result.stdout
     assert "SB3 PPO: skipped (--no-sb3" in result.stdout
+
+
+def test_atari_speed_alternates_rounds_and_reports_medians(tmp_path):
+    result = tool("atari_speed", "--scripts", "ppo_clip", "--variant", "ppo_clip --channels-last", "--steps", 1024,
+                  "--rounds", 2, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    order = re.findall(r"^\[atari_speed.py\] (.+): [\d,]+ SPS$", result.stdout, re.M)
+    assert order == ["raw env", "ppo_clip", "ppo_clip --channels-last"] * 2  # alternating, round by round
+    row = re.search(r"^ppo_clip --channels-last\s+([\d,]+)\s+([\d,]+)\s+([\d,]+)\s+\d+%$", result.stdout, re.M)
+    rounds = [float(x.replace(",", "")) for x in row.groups()[:2]]
+    assert abs(float(row.group(3).replace(",", "")) - sum(rounds) / 2) <= 1  # the median of two
 
 
 def test_evaluate_writes_the_deterministic_returns_once(tmp_path):
