@@ -159,8 +159,8 @@ class Agent(nn.Module):
     statistics are buffers, saved with the weights, so a loaded agent sees observations exactly
     as in training. They change only through `obs_rms.update`, which training calls between
     updates; images are only scaled to [0, 1]. Methods take raw observations (B, *obs_shape), but
-    for the *_from_normalized ones. Policy: categorical over logits (Discrete), or a diagonal
-    Gaussian with a learned, state-independent log-std (Box; PPO paper section 6.1)."""
+    outputs_from_normalized and policy_from_output. Policy: categorical over logits (Discrete),
+    or a diagonal Gaussian with a learned, state-independent log-std (Box; PPO section 6.1)."""
 
     def __init__(self, obs_shape, action_dim, continuous, hidden_sizes=(64, 64), norm_obs=True,
                  obs_clip=10.0, share_cnn=False):
@@ -198,27 +198,18 @@ class Agent(nn.Module):
         # Clipping bounds what one outlier state can do to the first layer.
         return ((obs - self.obs_rms.mean) / std).clamp(-self.obs_clip, self.obs_clip).to(obs.dtype)
 
-    def value_from_normalized(self, x):  # the normalized (B, ...) -> (B,)
-        return self.critic(x).squeeze(-1)
-
-    def policy_from_normalized(self, x):  # pi(.|s), batch shape (B,)
-        return self.policy_from_output(self.actor(x))
-
     def outputs_from_normalized(self, x):  # (the actor's logits or means (B, A), V (B,))
         if not (self.image and self.config["share_cnn"]):
-            return self.actor(x), self.value_from_normalized(x)
+            return self.actor(x), self.critic(x)[:, 0]
         features = self.actor[:-1](x)  # both networks end in their head, after one trunk: once
         return self.actor[-1](features), self.critic[-1](features)[:, 0]
-
-    def policy_and_value_from_normalized(self, x):  # (pi, V)
-        out, value = self.outputs_from_normalized(x)
-        return self.policy_from_output(out), value
 
     @torch.no_grad()
     def score(self, obs, value=True):
         """(pi, V) of a whole batch of raw observations, without gradients (V None unless
         `value`). Images go IMAGES_PER_PASS at a time: the activations of a slice stay in the
-        CPU's caches, those of 4,096 frames do not (2x faster here, with the same bits)."""
+        CPU's caches, those of 4,096 frames do not (2x faster here). A pass over fewer rows may
+        round differently; on Breakout's frames the bits were the same as one pass's here."""
         rows = IMAGES_PER_PASS if self.image else len(obs)
         out, values = zip(*(self.outputs_from_normalized(x) if value else (self.actor(x), None)
                             for x in map(self.normalize, obs.split(rows))))
@@ -232,11 +223,11 @@ class Agent(nn.Module):
             return Independent(Normal(out, std, validate_args=False), 1, validate_args=False)
         return Categorical(logits=out, validate_args=False)
 
-    def get_value(self, obs):
-        return self.value_from_normalized(self.normalize(obs))
+    def get_value(self, obs):  # V(s), (B,)
+        return self.critic(self.normalize(obs))[:, 0]
 
-    def distribution(self, obs):
-        return self.policy_from_normalized(self.normalize(obs))
+    def distribution(self, obs):  # pi(.|s), batch shape (B,)
+        return self.policy_from_output(self.actor(self.normalize(obs)))
 
     @torch.no_grad()
     def sample_action(self, obs):
@@ -489,14 +480,15 @@ def initial_algorithm_state(args):
 def approx_kl(agent, x, batch):
     """KL(pi_old || pi) over the batch as E[(r - 1) - log r], unbiased and never negative
     (Schulman 2020, "Approximating KL divergence"), averaged over the ranks."""
-    logratio = agent.policy_from_normalized(x).log_prob(batch.actions) - batch.logprobs  # (B,)
+    logratio = agent.policy_from_output(agent.actor(x)).log_prob(batch.actions) - batch.logprobs
     return all_reduce_mean_(((logratio.exp() - 1) - logratio).mean()).item()
 
 
 def minibatch_loss(agent, x, batch, mb, args, clip_coef):
     """-(L^CLIP - c1 L^VF + c2 S), PPO paper eq. 9, on rows `mb` of x (the normalized batch),
     epsilon = clip_coef: the loss and, detached, its three parts and the clip fraction."""
-    dist, value = agent.policy_and_value_from_normalized(x[mb])
+    out, value = agent.outputs_from_normalized(x[mb])  # logits or means (M, A), V (M,)
+    dist = agent.policy_from_output(out)
     logprob, entropy = dist.log_prob(batch.actions[mb]), dist.entropy().mean()  # (M,), ()
     logratio = logprob - batch.logprobs[mb]
     ratio = logratio.exp()  # r_t(theta) = pi(a|s) / pi_old(a|s)
@@ -619,8 +611,8 @@ def add_shared_settings(parser):
         "there is one, for images; the cpu for vectors (small MLPs are slower on a GPU)")
     add("--torch-threads", type=positive_int, default=1,
         help="torch intra-op threads: for small networks more threads only contend")
-    add("--channels-last", action=on_off, default=False, help="images: CNN weights in channels-last "
-        "memory format, 1.2-1.3x faster passes on a CPU, but other rounding, so other runs")
+    add("--channels-last", action=on_off, default=False, help="images: CNN weights in "
+        "channels-last memory format, 1.2-1.3x faster passes on a CPU, but other rounding")
     add("--run-dir", help="a new directory (None: runs/<env>__<algorithm>__<seed>__<time>)")
     add("--checkpoint-every", type=positive_int, default=10,
         help="save model.pt every this many updates, at the end and on Ctrl-C")

@@ -176,8 +176,8 @@ class Agent(nn.Module):
     statistics are buffers, saved with the weights, so a loaded agent sees observations exactly
     as in training. They change only through `obs_rms.update`, which training calls between
     updates; images are only scaled to [0, 1]. Methods take raw observations (B, *obs_shape), but
-    for the *_from_normalized ones. Policy: categorical over logits (Discrete), or a diagonal
-    Gaussian with a learned, state-independent log-std (Box; PPO paper section 6.1)."""
+    outputs_from_normalized and policy_from_output. Policy: categorical over logits (Discrete),
+    or a diagonal Gaussian with a learned, state-independent log-std (Box; PPO section 6.1)."""
 
     def __init__(self, obs_shape, action_dim, continuous, hidden_sizes=(64, 64), norm_obs=True,
                  obs_clip=10.0, share_cnn=False):
@@ -215,27 +215,18 @@ class Agent(nn.Module):
         # Clipping bounds what one outlier state can do to the first layer.
         return ((obs - self.obs_rms.mean) / std).clamp(-self.obs_clip, self.obs_clip).to(obs.dtype)
 
-    def value_from_normalized(self, x):  # the normalized (B, ...) -> (B,)
-        return self.critic(x).squeeze(-1)
-
-    def policy_from_normalized(self, x):  # pi(.|s), batch shape (B,)
-        return self.policy_from_output(self.actor(x))
-
     def outputs_from_normalized(self, x):  # (the actor's logits or means (B, A), V (B,))
         if not (self.image and self.config["share_cnn"]):
-            return self.actor(x), self.value_from_normalized(x)
+            return self.actor(x), self.critic(x)[:, 0]
         features = self.actor[:-1](x)  # both networks end in their head, after one trunk: once
         return self.actor[-1](features), self.critic[-1](features)[:, 0]
-
-    def policy_and_value_from_normalized(self, x):  # (pi, V)
-        out, value = self.outputs_from_normalized(x)
-        return self.policy_from_output(out), value
 
     @torch.no_grad()
     def score(self, obs, value=True):
         """(pi, V) of a whole batch of raw observations, without gradients (V None unless
         `value`). Images go IMAGES_PER_PASS at a time: the activations of a slice stay in the
-        CPU's caches, those of 4,096 frames do not (2x faster here, with the same bits)."""
+        CPU's caches, those of 4,096 frames do not (2x faster here). A pass over fewer rows may
+        round differently; on Breakout's frames the bits were the same as one pass's here."""
         rows = IMAGES_PER_PASS if self.image else len(obs)
         out, values = zip(*(self.outputs_from_normalized(x) if value else (self.actor(x), None)
                             for x in map(self.normalize, obs.split(rows))))
@@ -249,11 +240,11 @@ class Agent(nn.Module):
             return Independent(Normal(out, std, validate_args=False), 1, validate_args=False)
         return Categorical(logits=out, validate_args=False)
 
-    def get_value(self, obs):
-        return self.value_from_normalized(self.normalize(obs))
+    def get_value(self, obs):  # V(s), (B,)
+        return self.critic(self.normalize(obs))[:, 0]
 
-    def distribution(self, obs):
-        return self.policy_from_normalized(self.normalize(obs))
+    def distribution(self, obs):  # pi(.|s), batch shape (B,)
+        return self.policy_from_output(self.actor(self.normalize(obs)))
 
     @torch.no_grad()
     def sample_action(self, obs):
@@ -546,7 +537,8 @@ def minibatch_loss(agent, x, batch, mb, args, old_dist, beta):
     """-(L^KLPEN - c1 L^VF + c2 S), PPO paper eq. 9 with L^KLPEN for L^CLIP (as section 5
     allows), on the batch rows `mb`; x (B, ...) holds the normalized observations.
     Returns the loss and its parts, detached: (policy loss, value loss, entropy, mean KL)."""
-    dist, value = agent.policy_and_value_from_normalized(x[mb])
+    out, value = agent.outputs_from_normalized(x[mb])  # logits or means (M, A), V (M,)
+    dist = agent.policy_from_output(out)
     logprob, entropy = dist.log_prob(batch.actions[mb]), dist.entropy().mean()  # (M,), ()
     ratio = (logprob - batch.logprobs[mb]).exp()  # r_t(theta) = pi(a|s) / pi_old(a|s)
     # The exact KL between the two distributions at each state, not a sample
@@ -578,7 +570,7 @@ def update(agent, optimizers, state, batch, args, progress):
     beta = state["beta"]
     with torch.no_grad():
         # pi_old: the normalizer has not moved since the rollout was scored (collect_rollout).
-        old_dist = agent.policy_from_normalized(x)  # batch shape (B,)
+        old_dist = agent.policy_from_output(agent.actor(x))  # batch shape (B,)
     sums, measured, stop = torch.zeros(3), 0, False  # sums of the policy loss, value loss, entropy
     for epoch in range(args.update_epochs):
         order = torch.randperm(batch_size, device=batch.obs.device)
@@ -602,8 +594,9 @@ def update(agent, optimizers, state, batch, args, progress):
         if stop:
             break
     with torch.no_grad():
+        new_dist = agent.policy_from_output(agent.actor(x))
         # d of section 4: the mean KL over the whole batch, after the last epoch.
-        kl = torch.distributions.kl_divergence(old_dist, agent.policy_from_normalized(x)).mean()
+        kl = torch.distributions.kl_divergence(old_dist, new_dist).mean()
         kl = all_reduce_mean_(kl).item()  # every rank adapts beta from the same d
     if args.adaptive_beta:
         state["beta"] = adapt_beta(beta, kl, args.kl_target)  # used from the next update on
@@ -685,8 +678,8 @@ def add_shared_settings(parser):
         "there is one, for images; the cpu for vectors (small MLPs are slower on a GPU)")
     add("--torch-threads", type=positive_int, default=1,
         help="torch intra-op threads: for small networks more threads only contend")
-    add("--channels-last", action=on_off, default=False, help="images: CNN weights in channels-last "
-        "memory format, 1.2-1.3x faster passes on a CPU, but other rounding, so other runs")
+    add("--channels-last", action=on_off, default=False, help="images: CNN weights in "
+        "channels-last memory format, 1.2-1.3x faster passes on a CPU, but other rounding")
     add("--run-dir", help="a new directory (None: runs/<env>__<algorithm>__<seed>__<time>)")
     add("--checkpoint-every", type=positive_int, default=10,
         help="save model.pt every this many updates, at the end and on Ctrl-C")

@@ -40,10 +40,13 @@ def test_agent_shapes(module, continuous):
     assert action.shape == ((batch, action_dim) if continuous else (batch,))
     assert dist.log_prob(action).shape == dist.entropy().shape == agent.get_value(obs).shape == (batch,)
     assert agent.sample_action(obs).shape == action.shape
-    # The *_from_normalized methods are the same networks after the normalizer.
-    x = agent.normalize(obs)
-    assert torch.equal(agent.value_from_normalized(x), agent.get_value(obs))
-    assert torch.equal(agent.policy_from_normalized(x).log_prob(action), dist.log_prob(action))
+    # outputs_from_normalized is the same networks after the normalizer, score the same without grad.
+    out, value = agent.outputs_from_normalized(agent.normalize(obs))
+    assert torch.equal(value, agent.get_value(obs))
+    assert torch.equal(agent.policy_from_output(out).log_prob(action), dist.log_prob(action))
+    scored, scored_value = agent.score(obs)
+    assert torch.equal(scored.log_prob(action), dist.log_prob(action)) and torch.equal(scored_value, value)
+    assert agent.score(obs, value=False)[1] is None
 
 
 def test_initialization_follows_the_implementation_details(module):

@@ -73,24 +73,38 @@ def test_the_cnn_is_mnih_et_al_2015s(module, share_cnn):
 
 @pytest.mark.parametrize("share_cnn", [False, True])
 def test_policy_and_value_in_one_pass_equal_the_two_passes(module, share_cnn):
-    """What the update and the rollout's scoring use: the same pi and V as policy_ and
-    value_from_normalized, but a shared CNN runs once, not once per head."""
+    """What the update and the rollout's scoring use: the same pi and V as the two networks
+    apart, but a shared CNN runs once, not once per head."""
     torch.manual_seed(0)
     agent = module.Agent(obs_shape=(4, 36, 36), action_dim=3, continuous=False, share_cnn=share_cnn)
-    x = agent.normalize(torch.randint(0, 256, (5, 4, 36, 36), dtype=torch.uint8))
+    obs = torch.randint(0, 256, (5, 4, 36, 36), dtype=torch.uint8)
+    x = agent.normalize(obs)
     calls = []
     agent.actor[0].register_forward_hook(lambda *_: calls.append(1))
-    policy, value = agent.policy_and_value_from_normalized(x)
+    logits, value = agent.outputs_from_normalized(x)
     assert len(calls) == 1  # the first convolution: once whether shared or not
-    assert torch.allclose(policy.logits, agent.policy_from_normalized(x).logits, atol=1e-6)
-    assert torch.allclose(value, agent.value_from_normalized(x), atol=1e-6) and value.shape == (5,)
+    assert torch.allclose(logits, agent.actor(x), atol=1e-6)
+    assert torch.allclose(value, agent.get_value(obs), atol=1e-6) and value.shape == (5,)
     # Vectors (and trpo's separate CNNs) take the two networks as before; a Gaussian too.
-    vector = module.Agent(obs_shape=(3,), action_dim=2, continuous=True)
+    vector = module.Agent(obs_shape=(3,), action_dim=2, continuous=True, norm_obs=False)
     x = torch.randn(4, 3)
-    policy, value = vector.policy_and_value_from_normalized(x)
-    assert torch.equal(policy.mean, vector.policy_from_normalized(x).mean)
-    assert torch.equal(policy.stddev, vector.policy_from_normalized(x).stddev)
-    assert torch.equal(value, vector.value_from_normalized(x))
+    means, value = vector.outputs_from_normalized(x)
+    assert torch.equal(means, vector.actor(x)) and torch.equal(value, vector.get_value(x))
+
+
+@pytest.mark.parametrize("share_cnn", [False, True])
+def test_scoring_a_batch_in_slices_gives_the_bits_of_one_pass(module, share_cnn):
+    """Agent.score takes images IMAGES_PER_PASS at a time (faster on a CPU): the rollout's
+    log-probs and values are those of one pass over the batch, up to rounding (a backend may
+    round differently for another batch size; on Breakout's 84x84 frames it did not here)."""
+    torch.manual_seed(0)
+    agent = module.Agent(obs_shape=(4, 36, 36), action_dim=3, continuous=False, share_cnn=share_cnn)
+    obs = torch.randint(0, 256, (module.IMAGES_PER_PASS * 2 + 7, 4, 36, 36), dtype=torch.uint8)
+    with torch.no_grad():
+        logits, value = agent.outputs_from_normalized(agent.normalize(obs))
+    policy, scored = agent.score(obs)
+    torch.testing.assert_close(policy.logits, agent.policy_from_output(logits).logits, rtol=0, atol=1e-6)
+    torch.testing.assert_close(scored, value, rtol=0, atol=1e-6)
 
 
 def test_a_model_of_other_shapes_is_refused_in_one_line(tmp_path, monkeypatch):
