@@ -3,9 +3,12 @@
 
     python benchmarks/random_policy.py          # the PPO paper's seven MuJoCo tasks, v5
     python benchmarks/random_policy.py --envs Hopper-v5 --episodes 200
+    python benchmarks/random_policy.py --envs ALE/Breakout-v5   # whole games, as the scripts play them
 
 Each episode is reset with seed + i and plays actions drawn uniformly from the action
-space (seeded too), as the scripts' environments are made (the same time limits).
+space (seeded too), as the scripts' environments are made (the same time limits). ALE/*
+ids go through the scripts' own Atari preprocessing (ppo_clip.make_env: FIRE after each
+reset and lost life) and play whole games, a lost life reset and played on as in evaluation.
 Writes benchmarks/anchors/random_policy.json: per env, the mean raw return, its std,
 the episodes and the seed; report.py reads it. Re-running recomputes every env asked for.
 """
@@ -19,6 +22,8 @@ from pathlib import Path
 import gymnasium as gym
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+import ppo_clip  # noqa: E402  the scripts' Atari preprocessing (make_env), the same in all three
 OUT = REPO / "benchmarks" / "anchors" / "random_policy.json"
 PPO_PAPER_TASKS = ["HalfCheetah-v5", "Hopper-v5", "InvertedDoublePendulum-v5", "InvertedPendulum-v5",
                    "Reacher-v5", "Swimmer-v5", "Walker2d-v5"]  # Figure 3 and Table 1
@@ -29,15 +34,19 @@ SEED = 1
 
 def random_returns(env_id, episodes, seed):
     """Raw returns of `episodes` whole episodes of uniformly random actions."""
-    env, returns = gym.make(env_id), []
+    env = ppo_clip.make_env(env_id)() if ppo_clip.is_atari(env_id) else gym.make(env_id)
+    returns = []
     env.action_space.seed(seed)
     try:
         for i in range(episodes):
             env.reset(seed=seed + i)
             total, done = 0.0, False
             while not done:
-                _, reward, terminated, truncated, _ = env.step(env.action_space.sample())
+                _, reward, terminated, truncated, info = env.step(env.action_space.sample())
                 total, done = total + float(reward), terminated or truncated
+                if done and info.get("life_lost", False):  # Atari: the game goes on
+                    env.reset()
+                    done = False
             returns.append(total)
     finally:
         env.close()
