@@ -64,9 +64,6 @@ ALGORITHM = "ppo_penalty"
 DESCRIPTION = "PPO with the adaptive KL penalty (arXiv 1707.06347, section 4)."
 # Images: one CNN under both heads, as in ppo2 and A3C (the PPO paper's c1 weighs the losses).
 SHARE_CNN = True
-# Images: the policy head starts near zero as for vectors (POLICY_HEAD_GAIN): Adam scales each
-# parameter's step, so the CNN under it learns whatever the head's size.
-IMAGE_POLICY_GAIN = 0.01
 
 
 # For ALE/* ids (Atari) these defaults replace the usual ones; a flag given still wins.
@@ -183,7 +180,7 @@ class Agent(nn.Module):
     or a diagonal Gaussian with a learned, state-independent log-std (Box; PPO section 6.1)."""
 
     def __init__(self, obs_shape, action_dim, continuous, hidden_sizes=(64, 64), norm_obs=True,
-                 obs_clip=10.0, share_cnn=False, image_policy_gain=POLICY_HEAD_GAIN):
+                 obs_clip=10.0, share_cnn=False):
         super().__init__()
         self.config = {  # load_agent rebuilds the agent from it
             "obs_shape": list(obs_shape), "action_dim": action_dim, "continuous": continuous,
@@ -199,7 +196,7 @@ class Agent(nn.Module):
             features = cnn(c, h, w)  # under a linear head each: an mlp without hidden layers
             self.critic = nn.Sequential(*features, *mlp(CNN_HIDDEN, (), 1, VALUE_HEAD_GAIN))
             self.actor = nn.Sequential(*(features if share_cnn else cnn(c, h, w)),
-                                       *mlp(CNN_HIDDEN, (), action_dim, image_policy_gain))
+                                       *mlp(CNN_HIDDEN, (), action_dim, POLICY_HEAD_GAIN))
         else:
             self.obs_rms = RunningMeanStd(tuple(obs_shape))
             self.critic = mlp(obs_shape[0], hidden_sizes, 1, VALUE_HEAD_GAIN)
@@ -619,8 +616,7 @@ def train(args):
     try:
         obs = seed_everything(run.seed, envs)  # before the networks: their weights are random
         agent = Agent(**run.spaces, hidden_sizes=args.hidden_sizes, norm_obs=args.norm_obs,
-                      obs_clip=args.obs_clip, share_cnn=SHARE_CNN,
-                      image_policy_gain=IMAGE_POLICY_GAIN).to(run.device)
+                      obs_clip=args.obs_clip, share_cnn=SHARE_CNN).to(run.device)
         optimizers = make_optimizers(agent, args)
         algorithm_state = initial_algorithm_state(args)
         reward_scaler = (RewardScaler(args.num_envs, args.gamma, args.reward_clip)

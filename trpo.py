@@ -73,11 +73,6 @@ ALGORITHM = "trpo"
 DESCRIPTION = "Trust Region Policy Optimization (arXiv 1502.05477)."
 # Images: a CNN each. The natural-gradient step and the value fit move disjoint parameters.
 SHARE_CNN = False
-# Images: the policy head starts at gain 1, not 0.01 (POLICY_HEAD_GAIN). The CNN's gradient and
-# Fisher scale with the head's weights (squared, for F): at 0.01, F on the CNN is far below the
-# damping and the natural step barely moves it. Breakout, seed 1, games ending in 125-200K
-# steps: 3.5-3.7 at gain 1, 2.0-2.5 at 0.01 (BENCHMARKS.md "Atari", the search of 2026-12-05).
-IMAGE_POLICY_GAIN = 1.0
 
 
 # For ALE/* ids (Atari) these defaults replace the usual ones; a flag given still wins.
@@ -197,7 +192,7 @@ class Agent(nn.Module):
     or a diagonal Gaussian with a learned, state-independent log-std (Box; PPO section 6.1)."""
 
     def __init__(self, obs_shape, action_dim, continuous, hidden_sizes=(64, 64), norm_obs=True,
-                 obs_clip=10.0, share_cnn=False, image_policy_gain=POLICY_HEAD_GAIN):
+                 obs_clip=10.0, share_cnn=False):
         super().__init__()
         self.config = {  # load_agent rebuilds the agent from it
             "obs_shape": list(obs_shape), "action_dim": action_dim, "continuous": continuous,
@@ -213,7 +208,7 @@ class Agent(nn.Module):
             features = cnn(c, h, w)  # under a linear head each: an mlp without hidden layers
             self.critic = nn.Sequential(*features, *mlp(CNN_HIDDEN, (), 1, VALUE_HEAD_GAIN))
             self.actor = nn.Sequential(*(features if share_cnn else cnn(c, h, w)),
-                                       *mlp(CNN_HIDDEN, (), action_dim, image_policy_gain))
+                                       *mlp(CNN_HIDDEN, (), action_dim, POLICY_HEAD_GAIN))
         else:
             self.obs_rms = RunningMeanStd(tuple(obs_shape))
             self.critic = mlp(obs_shape[0], hidden_sizes, 1, VALUE_HEAD_GAIN)
@@ -747,8 +742,7 @@ def train(args):
     try:
         obs = seed_everything(run.seed, envs)  # before the networks: their weights are random
         agent = Agent(**run.spaces, hidden_sizes=args.hidden_sizes, norm_obs=args.norm_obs,
-                      obs_clip=args.obs_clip, share_cnn=SHARE_CNN,
-                      image_policy_gain=IMAGE_POLICY_GAIN).to(run.device)
+                      obs_clip=args.obs_clip, share_cnn=SHARE_CNN).to(run.device)
         optimizers = make_optimizers(agent, args)
         algorithm_state = initial_algorithm_state(args)
         reward_scaler = (RewardScaler(args.num_envs, args.gamma, args.reward_clip)

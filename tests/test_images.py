@@ -129,16 +129,6 @@ def test_a_model_of_other_shapes_is_refused_in_one_line(tmp_path, monkeypatch):
     assert sorted((p.name, p.stat().st_size) for p in (tmp_path / "run").iterdir()) == before
 
 
-def test_trpos_image_policy_head_starts_at_gain_1(module):
-    """TRPO's natural step moves the CNN only when the head's weights are not near 0."""
-    assert module.IMAGE_POLICY_GAIN == (1.0 if module.ALGORITHM == "trpo" else module.POLICY_HEAD_GAIN)
-    agent = module.Agent((4, 36, 36), 3, False, image_policy_gain=module.IMAGE_POLICY_GAIN)
-    head = agent.actor[-1].weight
-    assert torch.allclose(head @ head.T, module.IMAGE_POLICY_GAIN**2 * torch.eye(3), atol=1e-6)
-    vector = module.Agent((4,), 3, False, image_policy_gain=module.IMAGE_POLICY_GAIN)  # vectors: 0.01
-    assert torch.allclose(vector.actor[-1].weight @ vector.actor[-1].weight.T, 1e-4 * torch.eye(3), atol=1e-9)
-
-
 def test_ppo_shares_the_cnn_and_trpo_does_not(module):
     # TRPO's natural-gradient step and its value fit must move disjoint parameters.
     assert module.SHARE_CNN == (module.ALGORITHM != "trpo")
