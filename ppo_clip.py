@@ -6,10 +6,12 @@ on a surrogate objective whose incentive to move the policy is cut off ("clipped
 probability ratio between the new and the old policy leaves [1 - eps, 1 + eps]. Advantages
 come from Generalized Advantage Estimation (Schulman et al. 2015, arXiv 1506.02438).
 
-Map. Part 1, the algorithm, in the order a learner needs it: settings -> agent (networks,
-observation normalizer) -> environments -> rollout -> advantages (GAE) -> THE UPDATE ->
-training loop. Part 2, after a banner saying you may stop reading: command line and resume
--> Atari -> distributed helpers -> run directory, checkpoints, logs -> evaluation -> main.
+Map. Part 1, the algorithm, in the order a learner needs it: settings (all that changes what
+is learned) -> agent (networks, observation normalizer) -> environments -> rollout -> advantages
+(GAE) -> THE UPDATE -> training loop. Part 2, after a banner saying you may stop reading: the
+run's settings, command line, resume, vector env -> Atari -> distributed helpers -> run
+directory, checkpoints, logs -> evaluation -> main. Part 1 uses four names from Part 2: Run,
+the loop's machinery, and three helpers that pool data over torchrun's processes.
 Everything but this docstring, the algorithm's own settings and its update is "shared":
 byte-identical in all three scripts, so `diff ppo_clip.py trpo.py` shows what TRPO changes.
 
@@ -46,7 +48,52 @@ from torch.distributions import Categorical, Independent, Normal
 # ############################ PART 1: THE ALGORITHM ############################
 
 
-# --- PPO-clip's own settings (the settings every script shares are in Part 2) ---
+# === shared: learning settings ===
+# Every setting that changes what is learned is declared in Part 1: those of every script
+# here, the algorithm's own and its Atari defaults next. Part 2 adds the run's own settings
+# (environment, seed, budget, device, files); --help lists them all with their defaults.
+def add_learning_settings(group):
+    """What every script learns with. Defaults: PPO paper Table 3 (MuJoCo), unless noted."""
+    add, on_off = group.add_argument, argparse.BooleanOptionalAction
+    add("--num-envs", type=positive_int, default=1, help="parallel environments N (PPO paper)")
+    add("--num-steps", type=positive_int, default=2048, help="horizon T: steps per env per batch")
+    add("--gamma", type=unit_interval, default=0.99, help="discount factor")
+    add("--gae-lambda", type=unit_interval, default=0.95, help="GAE lambda: 0 TD(0), 1 Monte Carlo")
+    add("--hidden-sizes", type=positive_int, nargs="+", default=[64, 64],
+        help="hidden layers of the policy and of the value network (PPO paper)")
+    add("--norm-obs", action=on_off, default=True,
+        help="normalize observations by their running mean and std (baselines VecNormalize)")
+    add("--norm-reward", action=on_off, default=True,
+        help="divide rewards by the running std of the discounted return (VecNormalize)")
+    add("--obs-clip", type=positive_float, default=10.0, help="clip normalized obs to +-this")
+    add("--reward-clip", type=positive_float, default=10.0, help="clip scaled rewards to +-this")
+    add("--sign-rewards", action=on_off, default=False,
+        help="learn from each reward's sign alone; the logs keep raw scores (Mnih et al. 2015)")
+
+
+def checked(convert, test, requirement):
+    """An argparse type whose error names the requirement, not just "invalid value"."""
+    def parse(text):
+        try:
+            value = convert(text)
+        except ValueError:
+            value = None
+        if value is None or not test(value):
+            raise argparse.ArgumentTypeError(f"must be {requirement}, got {text!r}")
+        return value
+    return parse
+
+
+positive_int = checked(int, lambda v: v > 0, "a positive integer")
+positive_float = checked(float, lambda v: 0 < v < math.inf, "a positive number")
+nonnegative_float = checked(float, lambda v: 0 <= v < math.inf, "a non-negative number")
+unit_interval = checked(float, lambda v: 0 <= v <= 1, "in [0, 1]")
+fraction = checked(float, lambda v: 0 < v <= 1, "in (0, 1]")
+shrink_factor = checked(float, lambda v: 0 < v < 1, "in (0, 1)")
+# === end shared ===
+
+
+# --- PPO-clip's own settings ---
 ALGORITHM = "ppo_clip"
 DESCRIPTION = "PPO with the clipped surrogate objective (arXiv 1707.06347)."
 # Images: one CNN under both heads, as in ppo2 and A3C (the PPO paper's c1 weighs the losses).
@@ -243,19 +290,14 @@ class Agent(nn.Module):
 
 
 # === shared: environments ===
-def make_vector_env(env_id, num_envs, vector, video_dir=None):
-    """Vector env in SAME_STEP autoreset mode, which matters for time limits. An episode
-    cut by a time limit (truncation) did not reach a terminal state: the value V(s_final)
-    of the observation it ended in is part of its return. Gymnasium's default, NEXT_STEP,
-    returns that observation and resets on the *next* call, a wasted step whose action is
-    ignored. SAME_STEP resets at once and puts it in `infos["final_obs"]`: every step in
-    the batch is a real transition, and the bootstrap value is at hand."""
-    builders = [make_env(env_id, video_dir if i == 0 else None) for i in range(num_envs)]
-    same_step = gym.vector.AutoresetMode.SAME_STEP
-    if vector == "async":  # one subprocess each; Ctrl-C is for the main process alone
-        return gym.vector.AsyncVectorEnv([ignoring_sigint(b) for b in builders],
-                                         autoreset_mode=same_step)
-    return gym.vector.SyncVectorEnv(builders, autoreset_mode=same_step)
+# The N environments step together in a Gymnasium vector env, which Part 2 makes (Atari's
+# preprocessing, videos, a subprocess each under --vector async). Its autoreset mode matters for
+# time limits. An episode cut by a time limit (truncation) did not reach a terminal state: the
+# value V(s_final) of the observation it ended in is part of its return. Gymnasium's default,
+# NEXT_STEP, returns that observation and resets on the *next* call, a wasted step whose action is
+# ignored. SAME_STEP resets at once and puts it in `infos["final_obs"]`: every step in the batch
+# is a real transition, and the bootstrap value is at hand.
+AUTORESET = gym.vector.AutoresetMode.SAME_STEP
 # === end shared ===
 
 
@@ -323,6 +365,7 @@ def collect_rollout(envs, agent, buf, obs, gamma, episodes, warm_up=False):
         # A fresh normalizer only clips to +-obs_clip. Seeded before the scoring below, it makes
         # pi_old the policy the first update starts from (ratio 1 up to rounding); the acting
         # policy saw raw inputs, but its 0.01 head (POLICY_HEAD_GAIN) kept it nearly blind to them.
+        # all_gather_rows (Part 2): every rank's rows, so all ranks normalize alike; in one, these.
         agent.obs_rms.update(all_gather_rows(buf.obs.flatten(0, 1)))
     # Scored in batched passes after the steps: the networks did not change during them,
     # so these are the numbers each step would have computed, at a fraction of the cost.
@@ -479,7 +522,8 @@ def initial_algorithm_state(args):
 @torch.no_grad()
 def approx_kl(agent, x, batch):
     """KL(pi_old || pi) over the batch as E[(r - 1) - log r], unbiased and never negative
-    (Schulman 2020, "Approximating KL divergence"), averaged over the ranks."""
+    (Schulman 2020, "Approximating KL divergence"), averaged over the ranks in place
+    by all_reduce_mean_ (Part 2)."""
     logratio = agent.policy_from_output(agent.actor(x)).log_prob(batch.actions) - batch.logprobs
     return all_reduce_mean_(((logratio.exp() - 1) - logratio).mean()).item()
 
@@ -525,7 +569,8 @@ def update(agent, optimizers, state, batch, args, progress):
             loss, parts = minibatch_loss(agent, x, batch, mb, args, clip_coef)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            average_gradients(params)  # the same step on every rank (no-op in one process)
+            # average_gradients (Part 2): the ranks' mean gradient, so all take the same step.
+            average_gradients(params)
             # One norm over both networks (a huge gradient cannot wreck the policy): c1 then
             # sets the value's share of it, so it matters even when the networks share nothing.
             nn.utils.clip_grad_norm_(params, args.max_grad_norm)
@@ -540,14 +585,21 @@ def update(agent, optimizers, state, batch, args, progress):
 
 
 # === shared: training loop ===
+def schedule_progress(step, total, anchor):
+    """The share of the linear schedules (step size, clip range) done at `step`: a line from
+    `anchor` = (step, share) to (total, 1). A fresh run's anchor is (0, 0); a resumed one's, its
+    last update's, so a larger --total-timesteps stretches the rest of a decay (see Run)."""
+    start, done = anchor
+    return done + (1.0 - done) * ((step - start) / (total - start))
+
+
 def train(args):
     """Collect a batch, estimate its advantages, update the agent; repeat until the
     budget is spent. Everything around this loop (run directory, resume, logs,
     checkpoints, Ctrl-C, several ranks) is Part 2's Run. Returns a summary dict."""
-    run = Run(args)  # checks the input and opens the run directory
-    envs = make_vector_env(args.env, args.num_envs, args.vector, run.video_dir)
+    run = Run(args)  # Part 2: checks the input, opens the run directory; resume, logs, checkpoints
     try:
-        obs = seed_everything(run.seed, envs)  # before the networks: their weights are random
+        envs, obs = run.make_envs()  # and seeds all, before the networks: their weights are random
         agent = Agent(**run.spaces, hidden_sizes=args.hidden_sizes, norm_obs=args.norm_obs,
                       obs_clip=args.obs_clip, share_cnn=SHARE_CNN).to(run.device)
         optimizers = make_optimizers(agent, args)
@@ -558,7 +610,7 @@ def train(args):
         buf = Rollout.empty(args.num_steps, args.num_envs, run.spaces, run.device)
         batch_size = args.num_envs * args.num_steps * run.world_size  # all ranks together
         while run.global_step + batch_size <= args.total_timesteps and not run.stop_requested():
-            progress = run.schedule_progress()  # fraction of the step-size schedule done
+            progress = schedule_progress(run.global_step, args.total_timesteps, run.anchor)
             warm_up = agent.norm_obs and run.global_step == 0  # a fresh run's first rollout
             obs = collect_rollout(envs, agent, buf, obs, args.gamma, run.episodes, warm_up)
             batch = make_batch(buf, reward_scaler, args.gamma, args.gae_lambda, args.sign_rewards)
@@ -567,11 +619,10 @@ def train(args):
                 # Only now, after the update: the acting policy and pi_old normalized alike.
                 # Every rank merges every rank's observations, so all normalize alike.
                 agent.obs_rms.update(all_gather_rows(batch.obs))
-            run.end_update(batch_size, batch, stats)  # counts, logs, checkpoints
+            run.end_update(batch_size, batch, stats, progress)  # counts, logs, checkpoints
         run.finish()
     finally:
-        envs.close()
-        run.close()
+        run.close()  # the environments and the logs
     return {"run_dir": str(run.dir), "global_step": run.global_step, "interrupted": run.stopped}
 # === end shared ===
 
@@ -583,28 +634,14 @@ def train(args):
 
 
 # === shared: command line ===
-def add_shared_settings(parser):
-    """The settings of every script. Defaults: PPO paper Table 3 (MuJoCo), unless noted."""
+def add_run_settings(parser):
+    """The run's own settings: what to train on, for how long, where, and what to keep."""
     add, on_off = parser.add_argument, argparse.BooleanOptionalAction
     add("--env", default="CartPole-v1", help="Gymnasium id: vector or image observations, "
         "Discrete or Box actions; ALE/* ids (Atari) take the Atari defaults (--eval: the model's)")
     add("--seed", type=int, default=1, help="seed of Python, NumPy, torch and the environments")
     add("--total-timesteps", type=positive_int, default=1_000_000,
         help="environment steps in all, rounded down to whole batches (PPO paper, MuJoCo)")
-    add("--num-envs", type=positive_int, default=1, help="parallel environments N (PPO paper)")
-    add("--num-steps", type=positive_int, default=2048, help="horizon T: steps per env per batch")
-    add("--gamma", type=unit_interval, default=0.99, help="discount factor")
-    add("--gae-lambda", type=unit_interval, default=0.95, help="GAE lambda: 0 TD(0), 1 Monte Carlo")
-    add("--hidden-sizes", type=positive_int, nargs="+", default=[64, 64],
-        help="hidden layers of the policy and of the value network (PPO paper)")
-    add("--norm-obs", action=on_off, default=True,
-        help="normalize observations by their running mean and std (baselines VecNormalize)")
-    add("--norm-reward", action=on_off, default=True,
-        help="divide rewards by the running std of the discounted return (VecNormalize)")
-    add("--obs-clip", type=positive_float, default=10.0, help="clip normalized obs to +-this")
-    add("--reward-clip", type=positive_float, default=10.0, help="clip scaled rewards to +-this")
-    add("--sign-rewards", action=on_off, default=False,
-        help="learn from each reward's sign alone; the logs keep raw scores (Mnih et al. 2015)")
     add("--vector", choices=["sync", "async"], default="sync",
         help="step the envs in this process (sync) or in a subprocess each (async)")
     add("--device", choices=["auto", "cpu", "cuda"], default="auto", help="auto: cuda, if "
@@ -630,25 +667,6 @@ class UsageError(Exception):
     """Bad input: reported as one line on stderr, never a traceback."""
 
 
-def checked(convert, test, requirement):
-    """An argparse type whose error names the requirement, not just "invalid value"."""
-    def parse(text):
-        try:
-            value = convert(text)
-        except ValueError:
-            value = None
-        if value is None or not test(value):
-            raise argparse.ArgumentTypeError(f"must be {requirement}, got {text!r}")
-        return value
-    return parse
-
-
-positive_int = checked(int, lambda v: v > 0, "a positive integer")
-positive_float = checked(float, lambda v: 0 < v < math.inf, "a positive number")
-nonnegative_float = checked(float, lambda v: 0 <= v < math.inf, "a non-negative number")
-unit_interval = checked(float, lambda v: 0 <= v <= 1, "in [0, 1]")
-fraction = checked(float, lambda v: 0 < v <= 1, "in (0, 1]")
-shrink_factor = checked(float, lambda v: 0 < v < 1, "in (0, 1)")
 RESUMABLE = {"total_timesteps", "device", "vector", "torch_threads", "channels_last", "tensorboard",
              "checkpoint_every"}  # settings a resumed run may change; the rest are its own
 NOT_SAVED = {"resume", "eval", "eval_episodes", "stochastic_eval", "run_dir"}  # what to do now
@@ -660,7 +678,8 @@ def build_parser():
     parser.error = lambda message: parser.exit(2, f"{parser.prog}: error: {message}\n")  # 1 line
     # Each group's description is its function's docstring, which names the defaults' source.
     add_algorithm_settings(parser.add_argument_group(ALGORITHM, add_algorithm_settings.__doc__))
-    add_shared_settings(parser.add_argument_group("every script", add_shared_settings.__doc__))
+    add_learning_settings(parser.add_argument_group("every script", add_learning_settings.__doc__))
+    add_run_settings(parser.add_argument_group("the run", add_run_settings.__doc__))
     for action in parser._actions:  # both sets of defaults in --help
         if action.dest in ATARI_SETTINGS:
             action.help += f" (Atari: {ATARI_SETTINGS[action.dest]})"
@@ -743,6 +762,15 @@ def check_env(env_id, render=False):
                          f"supported: Discrete or a 1-D Box")
     return {"obs_shape": [int(size) for size in shape], "continuous": continuous,
             "action_dim": int(action_space.shape[0] if continuous else action_space.n)}
+
+
+def make_vector_env(env_id, num_envs, vector, video_dir=None):
+    """num_envs environments stepped together in AUTORESET mode (Part 1); videos of env 0."""
+    builders = [make_env(env_id, video_dir if i == 0 else None) for i in range(num_envs)]
+    if vector == "async":  # one subprocess each; Ctrl-C is for the main process alone
+        builders = [ignoring_sigint(build) for build in builders]
+        return gym.vector.AsyncVectorEnv(builders, autoreset_mode=AUTORESET)
+    return gym.vector.SyncVectorEnv(builders, autoreset_mode=AUTORESET)
 
 
 def make_env(env_id, video_dir=None, every_episode=False, render=False):
@@ -1019,7 +1047,14 @@ class Run:
         self.episodes = EpisodeTracker(args.num_envs, self.global_step,
                                        args.num_envs * self.world_size)
         self.recent, self.episode_count, self.tb, self.previous_handler = [], 0, None, None
+        self.envs = None
         self.sigint = self.stopped = False
+
+    def make_envs(self):
+        """The vector env, then every seed (see seed_everything); returns it and its first obs."""
+        self.envs = make_vector_env(self.args.env, self.args.num_envs, self.args.vector,
+                                    self.video_dir)
+        return self.envs, seed_everything(self.seed, self.envs)
 
     def begin(self, agent, optimizers, algorithm_state, reward_scaler):
         """Restore the checkpoint if resuming, start every rank from rank 0's weights,
@@ -1048,13 +1083,6 @@ class Run:
         self.previous_handler = signal.signal(signal.SIGINT, self.on_sigint)
         self.start_time, self.start_step = time.time(), self.global_step
 
-    def schedule_progress(self):
-        """The share of the step-size schedule done before this update (see `anchor`)."""
-        step, progress = self.anchor
-        share = (self.global_step - step) / (self.args.total_timesteps - step)
-        self.last = (self.global_step, progress + (1.0 - progress) * share)
-        return self.last[1]
-
     def on_sigint(self, signum, frame):
         """The first Ctrl-C stops after this update (a consistent checkpoint); a second, at once."""
         if self.sigint:
@@ -1067,8 +1095,9 @@ class Run:
         self.stopped = any_rank(self.sigint)  # a Ctrl-C on any rank stops them all
         return self.stopped
 
-    def end_update(self, batch_size, batch, stats):
+    def end_update(self, batch_size, batch, stats, progress):
         """Count the batch, refuse a non-finite loss, log, and checkpoint now and then."""
+        self.last = (self.global_step, progress)  # the schedule's point, for a resumed run
         self.global_step += batch_size
         self.updates += 1
         finished, self.episodes.finished = gather_lists(self.episodes.finished), []
@@ -1126,6 +1155,8 @@ class Run:
         atomic_write(self.dir / "model.pt", lambda tmp: torch.save(state, tmp))
 
     def close(self):
+        if self.envs is not None:
+            self.envs.close()
         if self.tb is not None:
             self.tb.close()
         if self.previous_handler is not None:

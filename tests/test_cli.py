@@ -284,3 +284,14 @@ def test_resume_to_a_larger_budget_continues_the_step_size_decay(script, tmp_pat
     rates = [float(r["learning_rate"]) for r in rows(tmp_path / "run" / "progress.csv")]
     # 3e-4 * (1 - 0, 1/3, 2/3) before; after, the line from (128, 1e-4) to (384, 0).
     assert rates == pytest.approx([3e-4, 2e-4, 1e-4, 7.5e-5, 5e-5, 2.5e-5])
+
+
+def test_schedule_progress_is_a_line_from_the_anchor_to_the_total(module):
+    """Independent reference: the share done is linear in the step, 0 at a fresh start and 1
+    at the total; from a resume anchor (step, share) the line runs on to (total, 1)."""
+    assert module.schedule_progress(0, 1000, (0, 0.0)) == 0.0
+    assert module.schedule_progress(250, 1000, (0, 0.0)) == pytest.approx(0.25)
+    assert module.schedule_progress(1000, 1000, (0, 0.0)) == pytest.approx(1.0)
+    # Resumed at step 400 with 0.5 done, to a total of 1,200: halfway there, 0.75 is done.
+    assert module.schedule_progress(800, 1200, (400, 0.5)) == pytest.approx(0.75)
+    assert module.schedule_progress(400, 1200, (400, 0.5)) == 0.5

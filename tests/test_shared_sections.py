@@ -12,7 +12,7 @@ from tools.shared_sections import sections
 
 # Part 1, the algorithm (the algorithm's own settings come first, its update between
 # "advantages" and "training loop"), then Part 2, the machinery (STYLE.md principle 1).
-PART_1 = ["agent", "environments", "rollout", "advantages", "training loop"]
+PART_1 = ["learning settings", "agent", "environments", "rollout", "advantages", "training loop"]
 PART_2 = ["command line", "atari", "distributed", "checkpoints and logs", "evaluation", "main"]
 PART_2_BANNER = "# ############################### PART 2: MACHINERY"
 OWN = {"settings": r"# --- \S+ own settings", "update": r"# --- The update: "}
@@ -36,7 +36,7 @@ def test_algorithm_first_then_one_banner_then_the_machinery(script):
     assert text.count(PART_2_BANNER) == 1
     assert text.index("# === shared: training loop ===") < banner < text.index("# === shared: command line ===")
     settings, update = (re.search(OWN[name], text).start() for name in ("settings", "update"))
-    assert settings < text.index("# === shared: agent ===")
+    assert text.index("# === shared: learning settings ===") < settings < text.index("# === shared: agent ===")
     assert text.index("# === shared: advantages ===") < update < text.index("# === shared: training loop ===")
     assert update < text.index("\ndef update(") < banner
 
@@ -86,3 +86,27 @@ def test_parser_rejects_malformed_sections():
         sections("# === shared: ab ===\n# === shared: cd ===\n# === end shared ===\n")
     assert sections("# === shared: ab ===\nx = 1\n# === end shared ===\n") == {
         "ab": "# === shared: ab ===\nx = 1\n# === end shared ===\n"}
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_part_1_uses_at_most_four_names_from_part_2_each_explained(script):
+    """A reader of Part 1 meets at most four names defined after the banner, and at each one's
+    first use a comment within three lines says it is Part 2's."""
+    text = read(script)
+    banner_line = text[:text.index(PART_2_BANNER)].count("\n") + 1
+    tree = ast.parse(text)
+    part_2 = set()
+    for node in (node for node in tree.body if node.lineno > banner_line):
+        targets = node.targets if isinstance(node, ast.Assign) else []
+        part_2 |= {node.name} if isinstance(node, (ast.FunctionDef, ast.ClassDef)) else set()
+        part_2 |= {n.id for target in targets for n in ast.walk(target) if isinstance(n, ast.Name)}
+    first_use = {}
+    for node in (node for node in tree.body if node.lineno < banner_line):
+        for n in ast.walk(node):
+            if isinstance(n, ast.Name) and n.id in part_2:
+                first_use[n.id] = min(first_use.get(n.id, n.lineno), n.lineno)
+    assert len(first_use) <= 4, f"{script}.py: Part 1 uses {sorted(first_use)} from Part 2"
+    lines = text.splitlines()
+    for name, line in first_use.items():
+        window = "\n".join(lines[line - 3:line])
+        assert "Part 2" in window, f"{script}.py:{line}: {name} is used without saying it is Part 2's"
