@@ -27,12 +27,11 @@ natural policy gradient of Duan et al. 2016 (arXiv 1604.06778). The value
 function is a separate network fitted afterwards by Adam on the returns of
 Generalized Advantage Estimation (Schulman et al. 2015, arXiv 1506.02438).
 
-Map. Part 1, the algorithm, in the order a learner needs it: settings (all that changes what
-is learned) -> agent (networks, observation normalizer) -> environments -> rollout -> advantages
-(GAE) -> THE UPDATE -> training loop. Part 2, after a banner saying you may stop reading: the
-run's settings, command line, resume, vector env -> Atari -> distributed helpers -> run
-directory, checkpoints, logs -> evaluation -> main. Part 1 uses four names from Part 2: Run,
-the loop's machinery, and three helpers that pool data over torchrun's processes.
+Map. Part 1, the algorithm, in the order a learner needs it: settings (all that changes what is
+learned) -> agent (networks, normalizer) -> environments -> rollout -> advantages (GAE) -> THE
+UPDATE -> training loop. Part 2, after a banner saying you may stop reading: run settings, command
+line, resume, vector env -> Atari -> distributed helpers -> run directory, checkpoints, logs ->
+evaluation -> main. Part 1 uses four names from Part 2: Run and three helpers for torchrun.
 Everything but this docstring, the algorithm's own settings and its update is "shared":
 byte-identical in all three scripts, so `diff ppo_clip.py trpo.py` shows what TRPO
 changes.
@@ -71,9 +70,8 @@ from torch.distributions import Categorical, Independent, Normal
 
 
 # === shared: learning settings ===
-# Every setting that changes what is learned is declared in Part 1: those of every script
-# here, the algorithm's own and its Atari defaults next. Part 2 adds the run's own settings
-# (environment, seed, budget, device, files); --help lists them all with their defaults.
+# Every setting that changes what is learned is declared in Part 1: every script's here, the
+# algorithm's own and its Atari defaults next; Part 2 adds the run's own (env, seed, budget, files).
 def add_learning_settings(group):
     """What every script learns with. Defaults: PPO paper Table 3 (MuJoCo), unless noted."""
     add, on_off = group.add_argument, argparse.BooleanOptionalAction
@@ -110,8 +108,6 @@ positive_int = checked(int, lambda v: v > 0, "a positive integer")
 positive_float = checked(float, lambda v: 0 < v < math.inf, "a positive number")
 nonnegative_float = checked(float, lambda v: 0 <= v < math.inf, "a non-negative number")
 unit_interval = checked(float, lambda v: 0 <= v <= 1, "in [0, 1]")
-fraction = checked(float, lambda v: 0 < v <= 1, "in (0, 1]")
-shrink_factor = checked(float, lambda v: 0 < v < 1, "in (0, 1)")
 # === end shared ===
 
 
@@ -132,6 +128,10 @@ ATARI_SETTINGS = {"total_timesteps": 10_000_000, "num_envs": 8, "num_steps": 512
                   "fvp_subsample": 0.1, "vf_learning_rate": 2.5e-4, "vf_epochs": 3,
                   "num_minibatches": 16,  # 4,096 / 16 = PPO's Atari minibatch of 256
                   "norm_reward": False, "sign_rewards": True}
+
+
+fraction = checked(float, lambda v: 0 < v <= 1, "in (0, 1]")
+shrink_factor = checked(float, lambda v: 0 < v < 1, "in (0, 1)")
 
 
 def add_algorithm_settings(group):
@@ -231,12 +231,12 @@ def cnn(channels, height, width):
 class Agent(nn.Module):
     """Separate policy and value networks: MLPs for vectors (obs_shape (obs_dim,)), CNNs for
     images (obs_shape (C, H, W), or (H, W, C) for channels-last), or one CNN with two heads under
-    share_cnn (the scripts' SHARE_CNN). A vector agent holds its observation normalizer: its
-    statistics are buffers, saved with the weights, so a loaded agent sees observations exactly
-    as in training. They change only through `obs_rms.update`, which training calls between
-    updates; images are only scaled to [0, 1]. Methods take raw observations (B, *obs_shape), but
-    outputs_from_normalized and policy_from_output. Policy: categorical over logits (Discrete),
-    or a diagonal Gaussian with a learned, state-independent log-std (Box; PPO section 6.1)."""
+    share_cnn (the scripts' SHARE_CNN). A vector agent holds its observation normalizer in buffers,
+    saved with the weights, so a loaded agent sees observations exactly as in training; only
+    `obs_rms.update`, called by training between updates, changes them. Images are only scaled to
+    [0, 1]. Methods take raw observations (B, *obs_shape), but the two *_from_* ones. Policy:
+    categorical over logits (Discrete), or a diagonal Gaussian with a learned, state-independent
+    log-std (Box; PPO section 6.1)."""
 
     def __init__(self, obs_shape, action_dim, continuous, hidden_sizes=(64, 64), norm_obs=True,
                  obs_clip=10.0, share_cnn=False):
@@ -283,9 +283,8 @@ class Agent(nn.Module):
     @torch.no_grad()
     def score(self, obs, value=True):
         """(pi, V) of a whole batch of raw observations, without gradients (V None unless
-        `value`). Images go IMAGES_PER_PASS at a time: the activations of a slice stay in the
-        CPU's caches, those of 4,096 frames do not (2x faster here). A pass over fewer rows may
-        round differently; on Breakout's frames the bits were the same as one pass's here."""
+        `value`). Images go IMAGES_PER_PASS at a time: a slice's activations stay in the CPU's
+        caches, 4,096 frames' do not (2x faster here); on Breakout, the same bits as one pass."""
         rows = IMAGES_PER_PASS if self.image else len(obs)
         out, values = zip(*(self.outputs_from_normalized(x) if value else (self.actor(x), None)
                             for x in map(self.normalize, obs.split(rows))))
@@ -319,13 +318,11 @@ class Agent(nn.Module):
 
 
 # === shared: environments ===
-# The N environments step together in a Gymnasium vector env, which Part 2 makes (Atari's
-# preprocessing, videos, a subprocess each under --vector async). Its autoreset mode matters for
-# time limits. An episode cut by a time limit (truncation) did not reach a terminal state: the
-# value V(s_final) of the observation it ended in is part of its return. Gymnasium's default,
-# NEXT_STEP, returns that observation and resets on the *next* call, a wasted step whose action is
-# ignored. SAME_STEP resets at once and puts it in `infos["final_obs"]`: every step in the batch
-# is a real transition, and the bootstrap value is at hand.
+# The N environments step together in a Gymnasium vector env (Part 2 makes it: Atari, videos,
+# subprocesses) whose autoreset mode matters for time limits. A time limit (truncation) cuts an
+# episode in a state that is not terminal, whose value V(s_final) belongs in the return. Gymnasium's
+# default, NEXT_STEP, resets on the *next* call, a wasted step whose action is ignored; SAME_STEP
+# resets at once and hands s_final over in `infos["final_obs"]`: every step is a real transition.
 AUTORESET = gym.vector.AutoresetMode.SAME_STEP
 # === end shared ===
 

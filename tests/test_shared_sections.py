@@ -110,3 +110,10 @@ def test_part_1_uses_at_most_four_names_from_part_2_each_explained(script):
     for name, line in first_use.items():
         window = "\n".join(lines[line - 3:line])
         assert "Part 2" in window, f"{script}.py:{line}: {name} is used without saying it is Part 2's"
+
+
+def test_the_update_and_the_training_loop_end_within_620_lines_of_ppo_clip():
+    """The reader who opens ppo_clip.py reaches the end of the algorithm within 620 lines."""
+    tree = ast.parse(read("ppo_clip"))
+    ends = {node.name: node.end_lineno for node in tree.body if isinstance(node, ast.FunctionDef)}
+    assert ends["update"] <= 620 and ends["train"] <= 620, ends
