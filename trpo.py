@@ -119,13 +119,12 @@ SHARE_CNN = False
 
 
 # For ALE/* ids (Atari) these defaults replace the usual ones; a flag given still wins.
-# The TRPO paper's Atari runs: gamma 0.99 (the default), F v on 10% of the batch; its 100K steps
-# an update would need 11 GB of float images a pass: here 8 actors x 512 steps, and the value fit
-# takes PPO's Atari Adam and epochs. delta, measured on Breakout (one seed each; BENCHMARKS.md
-# "Atari"): 0.01, the paper's, scored 3.96 in 200-250K steps, 0.03 6.97; baselines' 0.001 less.
-ATARI_SOURCE = ("the TRPO paper's Atari runs (fvp-subsample); a measured max-kl; PPO paper Table 5 "
-                "for the value fit and the actors; Mnih et al. 2015's reward signs")
-ATARI_SETTINGS = {"total_timesteps": 10_000_000, "num_envs": 8, "num_steps": 512, "max_kl": 0.03,
+# The TRPO paper's Atari runs: delta 0.01, gamma 0.99 (the defaults), F v on 10% of the batch.
+# Its 100K steps per update would make 10 updates of a 1M-step run and need 11 GB of float
+# images per pass: here 8 actors x 512 steps. The value fit takes PPO's Atari Adam and epochs.
+ATARI_SOURCE = ("the TRPO paper's Atari runs (fvp-subsample); PPO paper Table 5 for the value "
+                "fit and the actors; Mnih et al. 2015's reward signs")
+ATARI_SETTINGS = {"total_timesteps": 10_000_000, "num_envs": 8, "num_steps": 512,
                   "fvp_subsample": 0.1, "vf_learning_rate": 2.5e-4, "vf_epochs": 3,
                   "num_minibatches": 16,  # 4,096 / 16 = PPO's Atari minibatch of 256
                   "norm_reward": False, "sign_rewards": True}
