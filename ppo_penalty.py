@@ -608,11 +608,13 @@ def update(agent, optimizers, state, batch, args, progress):
         # pi_old: the normalizer has not moved since the rollout was scored (collect_rollout).
         old_dist = agent.policy_from_output(agent.actor(x))  # batch shape (B,)
     sums, measured, stop = torch.zeros(3), 0, False  # sums of the policy loss, value loss, entropy
+    # --compile (Part 2): the same loss, fused; compiled on first use, then kept with the function.
+    loss_fn = torch.compile(minibatch_loss) if args.compile else minibatch_loss
     for epoch in range(args.update_epochs):
         order = torch.randperm(batch_size, device=batch.obs.device)
         for start in range(0, batch_size, minibatch_size):
             mb = order[start:start + minibatch_size]
-            loss, parts = minibatch_loss(agent, x, batch, mb, args, old_dist, beta)
+            loss, parts = loss_fn(agent, x, batch, mb, args, old_dist, beta)
             sums, measured = sums + parts[:3].cpu(), measured + 1
             # The early stop tests the KL *before* stepping, as DPPO's workers do (Heess et al.
             # 2017, appendix A, the worker's loop): a policy already past the cutoff takes no step.
@@ -710,6 +712,9 @@ def add_run_settings(parser):
         help="torch intra-op threads: for small networks more threads only contend")
     add("--channels-last", action=on_off, default=False, help="images: CNN weights in "
         "channels-last memory format, 1.2-1.3x faster passes on a CPU, but other rounding")
+    add("--compile", action=on_off, default=False, help="torch.compile the update's inner step "
+        "(PPO: the minibatch loss; TRPO: the value fit's): faster after a one-off compile, "
+        "other rounding; needs a C++ compiler (README: when it pays off)")
     add("--run-dir", help="a new directory (None: runs/<env>__<algorithm>__<seed>__<time>)")
     add("--checkpoint-every", type=positive_int, default=10,
         help="save model.pt every this many updates, at the end and on Ctrl-C")
@@ -1047,6 +1052,16 @@ def seed_everything(seed, envs):
     return envs.reset(seed=seed)[0]
 
 
+def check_compile(device):
+    """Stop at once, with one line, where torch.compile cannot build code (no C++ compiler, say):
+    a one-line function compiled now fails before the run directory exists, not mid-run."""
+    try:
+        torch.compile(torch.neg)(torch.zeros(1, device=device))
+    except Exception as error:  # inductor's many failure types; the first line says which
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise UsageError(f"--compile: torch.compile cannot build code here: {reason}") from None
+
+
 class EpisodeTracker:
     """Raw return and length of each env's current episode, and the episodes finished
     since the logs last took them, as (global_step, return, length)."""
@@ -1075,6 +1090,8 @@ class Run:
             raise UsageError("--tensorboard needs tensorboard: pip install tensorboard")
         self.device = start_distributed(args.device, len(self.spaces["obs_shape"]) == 3)
         self.rank, self.world_size = world()
+        if args.compile:
+            check_compile(self.device)
         self.dir = Path(args.resume or args.run_dir or Path("runs") / "__".join(
             [re.sub(r"[^\w.-]+", "_", args.env), ALGORITHM, str(args.seed),
              time.strftime("%Y%m%d-%H%M%S")]))
@@ -1096,6 +1113,7 @@ class Run:
         resumed = self.checkpoint or {"global_step": 0, "updates": 0, "elapsed": 0.0}
         self.global_step, self.updates = resumed["global_step"], resumed["updates"]
         self.elapsed = resumed["elapsed"]
+        self.compile_elapsed = resumed.get("compile_time", 0.0)  # torch.compile's, resumes before
         # The step-size schedule is a line from (step, progress) `anchor` to (total, 1): a
         # resumed run draws it from its last update, so that a larger --total-timesteps
         # stretches the rest of the decay instead of raising the step size again.
@@ -1183,6 +1201,10 @@ class Run:
                "sps": round(sps, 1), "episodes": self.episode_count,
                "return_mean": np.mean(returns) if returns else float("nan"),
                "length_mean": np.mean(lengths) if returns else float("nan"), **stats}
+        compiling = ""
+        if self.args.compile:  # inside `time` and SPS too: what a compiled run costs in all
+            row["compile_time"] = round(self.compile_time(), 3)
+            compiling = f" | compile {row['compile_time']:.0f} s"
         append_csv(self.dir / "progress.csv", [row.values()], header=row.keys())
         for step, episode_return, _ in finished if self.tb else []:
             self.tb.add_scalar("episode/return", episode_return, step)
@@ -1191,7 +1213,13 @@ class Run:
         eta = time.gmtime((self.args.total_timesteps - self.global_step) / sps)
         print(f"[{ALGORITHM}] step {self.global_step:,}/{self.args.total_timesteps:,} | return "
               f"{row['return_mean']:.1f} | length {row['length_mean']:.0f} | {sps:,.0f} SPS | "
-              f"ETA {time.strftime('%H:%M:%S', eta)}", flush=True)
+              f"ETA {time.strftime('%H:%M:%S', eta)}{compiling}", flush=True)
+
+    def compile_time(self):
+        """Wall seconds torch.compile has taken in this run, resumes included: this process's by
+        PyTorch's own tally (a private function: requirements.txt pins torch). Eager: 0."""
+        return self.compile_elapsed + torch._dynamo.utils.calculate_time_spent().get(
+            "total_wall_time", 0.0)
 
     def finish(self):
         """The last checkpoint, after the budget is spent or Ctrl-C."""
@@ -1211,7 +1239,8 @@ class Run:
                  "algorithm_state": dict(algorithm_state),
                  "reward_scaler": reward_scaler and reward_scaler.state_dict(),
                  "global_step": self.global_step, "updates": self.updates, "schedule": self.last,
-                 "elapsed": self.elapsed + time.time() - self.start_time}
+                 "elapsed": self.elapsed + time.time() - self.start_time,
+                 "compile_time": self.compile_time()}
         atomic_write(self.dir / "model.pt", lambda tmp: torch.save(state, tmp))
 
     def close(self):

@@ -648,6 +648,12 @@ def value_loss(new_values, returns):
     return 0.5 * ((new_values - returns) ** 2).mean()
 
 
+def critic_loss(agent, obs, returns):
+    """value_loss of V on a minibatch: the value fit's step, the part --compile compiles. Not the
+    Fisher-vector product: torch.compile has no double backward (PyTorch 2.13)."""
+    return value_loss(agent.get_value(obs), returns)
+
+
 def normalize_advantages(advantages):
     """Zero mean, unit std over the whole batch. TRPO's step is the same for g scaled by any
     factor: only the mean's shift, and CG's absolute tolerance, see this. One sample: as is."""
@@ -656,10 +662,12 @@ def normalize_advantages(advantages):
     return (advantages - advantages.mean()) / (advantages.std() + ADVANTAGE_EPS)
 
 
-def fit_value_function(agent, optimizer, batch, epochs, num_minibatches):
+def fit_value_function(agent, optimizer, batch, epochs, num_minibatches, compiled=False):
     """Regress V(s) on the GAE returns: `epochs` passes of minibatch Adam steps.
     `optimizer` holds only the critic, and V reads only the critic, so the policy
     cannot move here. Returns the mean loss over the steps."""
+    # --compile (Part 2): the same loss, fused; compiled on first use, then kept with the function.
+    loss_fn = torch.compile(critic_loss) if compiled else critic_loss
     batch_size = batch.obs.shape[0]
     minibatch_size = batch_size // num_minibatches
     total, steps = torch.zeros(()), 0
@@ -667,7 +675,7 @@ def fit_value_function(agent, optimizer, batch, epochs, num_minibatches):
         order = torch.randperm(batch_size, device=batch.obs.device)
         for start in range(0, batch_size, minibatch_size):
             mb = order[start:start + minibatch_size]
-            v_loss = value_loss(agent.get_value(batch.obs[mb]), batch.returns[mb])
+            v_loss = loss_fn(agent, batch.obs[mb], batch.returns[mb])
             optimizer.zero_grad(set_to_none=True)
             v_loss.backward()
             # average_gradients (Part 2): the ranks' mean gradient, so all take the same step.
@@ -765,7 +773,7 @@ def update(agent, optimizers, state, batch, args, progress):
     expected = (g @ step).item()  # the linear model's gain, to compare with the measured one
 
     v_loss = fit_value_function(agent, optimizers["value_adam"], batch, args.vf_epochs,
-                                args.num_minibatches)
+                                args.num_minibatches, args.compile)
     return {"kl": kl, "surrogate_improvement": gain, "expected_improvement": expected,
             "backtracks": backtracks, "step_accepted": int(accepted),
             "step_norm": step.norm().item(), "cg_residual": cg_residual, "cg_iters": cg_iters,
@@ -839,6 +847,9 @@ def add_run_settings(parser):
         help="torch intra-op threads: for small networks more threads only contend")
     add("--channels-last", action=on_off, default=False, help="images: CNN weights in "
         "channels-last memory format, 1.2-1.3x faster passes on a CPU, but other rounding")
+    add("--compile", action=on_off, default=False, help="torch.compile the update's inner step "
+        "(PPO: the minibatch loss; TRPO: the value fit's): faster after a one-off compile, "
+        "other rounding; needs a C++ compiler (README: when it pays off)")
     add("--run-dir", help="a new directory (None: runs/<env>__<algorithm>__<seed>__<time>)")
     add("--checkpoint-every", type=positive_int, default=10,
         help="save model.pt every this many updates, at the end and on Ctrl-C")
@@ -1176,6 +1187,16 @@ def seed_everything(seed, envs):
     return envs.reset(seed=seed)[0]
 
 
+def check_compile(device):
+    """Stop at once, with one line, where torch.compile cannot build code (no C++ compiler, say):
+    a one-line function compiled now fails before the run directory exists, not mid-run."""
+    try:
+        torch.compile(torch.neg)(torch.zeros(1, device=device))
+    except Exception as error:  # inductor's many failure types; the first line says which
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise UsageError(f"--compile: torch.compile cannot build code here: {reason}") from None
+
+
 class EpisodeTracker:
     """Raw return and length of each env's current episode, and the episodes finished
     since the logs last took them, as (global_step, return, length)."""
@@ -1204,6 +1225,8 @@ class Run:
             raise UsageError("--tensorboard needs tensorboard: pip install tensorboard")
         self.device = start_distributed(args.device, len(self.spaces["obs_shape"]) == 3)
         self.rank, self.world_size = world()
+        if args.compile:
+            check_compile(self.device)
         self.dir = Path(args.resume or args.run_dir or Path("runs") / "__".join(
             [re.sub(r"[^\w.-]+", "_", args.env), ALGORITHM, str(args.seed),
              time.strftime("%Y%m%d-%H%M%S")]))
@@ -1225,6 +1248,7 @@ class Run:
         resumed = self.checkpoint or {"global_step": 0, "updates": 0, "elapsed": 0.0}
         self.global_step, self.updates = resumed["global_step"], resumed["updates"]
         self.elapsed = resumed["elapsed"]
+        self.compile_elapsed = resumed.get("compile_time", 0.0)  # torch.compile's, resumes before
         # The step-size schedule is a line from (step, progress) `anchor` to (total, 1): a
         # resumed run draws it from its last update, so that a larger --total-timesteps
         # stretches the rest of the decay instead of raising the step size again.
@@ -1312,6 +1336,10 @@ class Run:
                "sps": round(sps, 1), "episodes": self.episode_count,
                "return_mean": np.mean(returns) if returns else float("nan"),
                "length_mean": np.mean(lengths) if returns else float("nan"), **stats}
+        compiling = ""
+        if self.args.compile:  # inside `time` and SPS too: what a compiled run costs in all
+            row["compile_time"] = round(self.compile_time(), 3)
+            compiling = f" | compile {row['compile_time']:.0f} s"
         append_csv(self.dir / "progress.csv", [row.values()], header=row.keys())
         for step, episode_return, _ in finished if self.tb else []:
             self.tb.add_scalar("episode/return", episode_return, step)
@@ -1320,7 +1348,13 @@ class Run:
         eta = time.gmtime((self.args.total_timesteps - self.global_step) / sps)
         print(f"[{ALGORITHM}] step {self.global_step:,}/{self.args.total_timesteps:,} | return "
               f"{row['return_mean']:.1f} | length {row['length_mean']:.0f} | {sps:,.0f} SPS | "
-              f"ETA {time.strftime('%H:%M:%S', eta)}", flush=True)
+              f"ETA {time.strftime('%H:%M:%S', eta)}{compiling}", flush=True)
+
+    def compile_time(self):
+        """Wall seconds torch.compile has taken in this run, resumes included: this process's by
+        PyTorch's own tally (a private function: requirements.txt pins torch). Eager: 0."""
+        return self.compile_elapsed + torch._dynamo.utils.calculate_time_spent().get(
+            "total_wall_time", 0.0)
 
     def finish(self):
         """The last checkpoint, after the budget is spent or Ctrl-C."""
@@ -1340,7 +1374,8 @@ class Run:
                  "algorithm_state": dict(algorithm_state),
                  "reward_scaler": reward_scaler and reward_scaler.state_dict(),
                  "global_step": self.global_step, "updates": self.updates, "schedule": self.last,
-                 "elapsed": self.elapsed + time.time() - self.start_time}
+                 "elapsed": self.elapsed + time.time() - self.start_time,
+                 "compile_time": self.compile_time()}
         atomic_write(self.dir / "model.pt", lambda tmp: torch.save(state, tmp))
 
     def close(self):
