@@ -1,11 +1,10 @@
 """TRPO, Trust Region Policy Optimization, in one file.
 
-Trust Region Policy Optimization (Schulman et al. 2015, arXiv 1502.05477)
-collects a batch of experience with the current policy pi_old, then takes ONE
-step on the policy: the step that most improves a surrogate objective
-L(theta) = E[pi_theta(a|s) / pi_old(a|s) * A] while the mean KL divergence
-from pi_old stays below delta (the paper's sections 4 and 5).
-The step is solved as in the paper's appendix C:
+Trust Region Policy Optimization (Schulman et al. 2015, arXiv 1502.05477) collects a batch of
+experience with the current policy pi_old, then takes ONE step on the policy: the step that most
+improves a surrogate objective L(theta) = E[pi_theta(a|s) / pi_old(a|s) * A] while the mean KL
+divergence from pi_old stays below delta (the paper's sections 4 and 5). The step is solved as in
+the paper's appendix C:
 
     g = grad L(theta_old)                      surrogate gradient
     F = Hessian of mean KL[pi_old || pi_theta]  the Fisher matrix, used only as F v
@@ -19,22 +18,19 @@ step's KL under the quadratic model is delta * s^T F s / s^T (F + lambda I) s, n
 delta. With lambda = 0.1 that is 0.7-0.9 delta on trained MuJoCo checkpoints, and the
 median KL per update of the MuJoCo runs is 0.006-0.007 for delta = 0.01 (BENCHMARKS.md).
 
-The first three lines are the natural policy gradient (Kakade 2002; TRPO
-section 7); what TRPO adds is the step length from delta rather than a
-learning rate, and the line search that enforces the constraint.
---no-line-search takes the maximal step unchecked, which is the truncated
-natural policy gradient of Duan et al. 2016 (arXiv 1604.06778). The value
-function is a separate network fitted afterwards by Adam on the returns of
-Generalized Advantage Estimation (Schulman et al. 2015, arXiv 1506.02438).
+The first three lines are the natural policy gradient (Kakade 2002; TRPO section 7); what TRPO adds
+is the step length from delta rather than a learning rate, and the line search that enforces the
+constraint. --no-line-search takes the maximal step unchecked, which is the truncated natural policy
+gradient of Duan et al. 2016 (arXiv 1604.06778). The value function is a separate network fitted
+afterwards by Adam on the returns of Generalized Advantage Estimation (Schulman et al. 2015,
+arXiv 1506.02438).
 
-Map. Part 1, the algorithm, in the order a learner needs it: settings (all that changes what is
-learned) -> agent (networks, normalizer) -> environments -> rollout -> advantages (GAE) -> THE
-UPDATE -> training loop. Part 2, after a banner saying you may stop reading: run settings, command
-line, resume, vector env -> Atari -> distributed helpers -> run directory, checkpoints, logs ->
-evaluation -> main. Part 1 uses four names from Part 2: Run and three helpers for torchrun.
-Everything but this docstring, the algorithm's own settings and its update is "shared":
-byte-identical in all three scripts, so `diff ppo_clip.py trpo.py` shows what TRPO
-changes.
+Map. Part 1, the algorithm: settings (all that changes what is learned) -> agent (networks,
+normalizer) -> environments -> rollout -> advantages (GAE) -> THE UPDATE -> training loop. Part 2,
+which you may skip: command line, resume, vector env -> Atari -> torchrun helpers -> run directory,
+checkpoints, logs -> evaluation -> main. Part 1 uses four names from Part 2: Run and three torchrun
+helpers. All but this docstring, the algorithm's settings and its update is byte-identical in the
+three scripts: `diff ppo_clip.py trpo.py` shows what TRPO changes.
 
 Usage:
     python trpo.py --env CartPole-v1
@@ -95,12 +91,11 @@ def checked(convert, test, requirement):
     """An argparse type whose error names the requirement, not just "invalid value"."""
     def parse(text):
         try:
-            value = convert(text)
+            if test(value := convert(text)):
+                return value
         except ValueError:
-            value = None
-        if value is None or not test(value):
-            raise argparse.ArgumentTypeError(f"must be {requirement}, got {text!r}")
-        return value
+            pass
+        raise argparse.ArgumentTypeError(f"must be {requirement}, got {text!r}")
     return parse
 
 
@@ -130,10 +125,6 @@ ATARI_SETTINGS = {"total_timesteps": 10_000_000, "num_envs": 8, "num_steps": 512
                   "norm_reward": False, "sign_rewards": True}
 
 
-fraction = checked(float, lambda v: 0 < v <= 1, "in (0, 1]")
-shrink_factor = checked(float, lambda v: 0 < v < 1, "in (0, 1)")
-
-
 def add_algorithm_settings(group):
     """TRPO's settings; each default names its source: the TRPO paper, OpenAI Spinning
     Up's trpo.py, sb3-contrib's TRPO, or OpenAI baselines' trpo_mpi."""
@@ -145,12 +136,12 @@ def add_algorithm_settings(group):
              "paper's 10 reach only 58-75%% of the natural step's gain late on MuJoCo)")
     add("--cg-damping", type=nonnegative_float, default=0.1,
         help="lambda in (F + lambda I) s = g (not in the paper: Spinning Up, sb3-contrib)")
-    add("--fvp-subsample", type=fraction, default=1.0,
+    add("--fvp-subsample", type=checked(float, lambda v: 0 < v <= 1, "in (0, 1]"), default=1.0,
         help="fraction of the batch the Fisher-vector products see (the paper: 0.1)")
     add("--line-search", action=on_off, default=True,
         help="shrink the step until KL <= --max-kl and the surrogate improves (appendix C); "
              "off: the truncated natural policy gradient")
-    add("--backtrack-coef", type=shrink_factor, default=0.8,
+    add("--backtrack-coef", type=checked(float, lambda v: 0 < v < 1, "in (0, 1)"), default=0.8,
         help="factor shrinking the step at each backtrack (Spinning Up; baselines 0.5)")
     add("--backtrack-iters", type=positive_int, default=10,
         help="step sizes tried before the step is rejected (Spinning Up, baselines)")
@@ -245,8 +236,7 @@ class Agent(nn.Module):
             "obs_shape": list(obs_shape), "action_dim": action_dim, "continuous": continuous,
             "hidden_sizes": list(hidden_sizes), "norm_obs": norm_obs, "obs_clip": obs_clip,
             "share_cnn": share_cnn}
-        self.image = len(obs_shape) == 3
-        self.continuous, self.obs_clip = continuous, obs_clip
+        self.image, self.continuous, self.obs_clip = len(obs_shape) == 3, continuous, obs_clip
         self.norm_obs = norm_obs and not self.image  # images are scaled instead
         if self.image:
             # Channels come first or last; either way they are the smallest dimension.
@@ -413,11 +403,10 @@ def collect_rollout(envs, agent, buf, obs, gamma, episodes, warm_up=False):
 class RewardScaler(RunningMeanStd):
     """Divide rewards by the running std of the discounted return, then clip.
 
-    Returns in the thousands make badly scaled value targets; dividing by a running
-    std keeps them near unit size (Engstrom et al. 2020, "Implementation Matters").
-    The mean is not subtracted: shifting rewards would change the optimal policy
-    where episode length depends on behaviour (a per-step alive bonus, say).
-    """
+    Returns in the thousands make badly scaled value targets; dividing by a running std keeps them
+    near unit size (Engstrom et al. 2020, "Implementation Matters"). The mean is not subtracted:
+    shifting rewards would change the optimal policy where episode length depends on behaviour (a
+    per-step alive bonus, say)."""
 
     def __init__(self, num_envs, gamma, clip):
         super().__init__(())
@@ -447,11 +436,10 @@ def compute_gae(rewards, values, dones, next_value, gamma, gae_lambda):
         delta_t = r_t + gamma * V(s_{t+1}) * (1 - done_t) - V(s_t)
         A_t     = delta_t + gamma * lambda * (1 - done_t) * A_{t+1}
 
-    rewards, values, dones: (T, N); next_value: (N,) is V of the observation
-    after the last step. done_t = 1 means the episode ended at step t, so
-    s_{t+1} is the first state of a new episode: neither its value nor the
-    recursion crosses that boundary. A time limit's bootstrap gamma * V(s_final)
-    must already be in r_t. Returns (advantages, returns = advantages + values).
+    rewards, values, dones: (T, N); next_value: (N,) is V of the observation after the last step.
+    done_t = 1 means the episode ended at step t, so s_{t+1} is the first state of a new episode:
+    neither its value nor the recursion crosses that boundary. A time limit's bootstrap
+    gamma * V(s_final) must already be in r_t. Returns (advantages, returns = advantages + values).
     """
     # The loop runs in NumPy: T small steps cost several times less there than as torch ops.
     r, v, d, v_last = (x.detach().cpu().numpy() for x in (rewards, values, dones, next_value))
@@ -496,12 +484,11 @@ def make_batch(buf, reward_scaler, gamma, gae_lambda, sign_rewards=False):
 
 
 # --- The update: TRPO ---
-# Precision: everything here runs in float32, the networks' own dtype; no global
-# float64 default. That suffices because every quantity is a mean over the batch
-# of O(1) terms (advantages are normalized), F is damped so CG's system has
-# eigenvalues >= --cg-damping, and CG runs a few dozen iterations at most. The one place
-# that needs care is the surrogate improvement, a small difference of two large
-# sums: see surrogate_gain.
+# Precision: everything here runs in float32, the networks' own dtype; no global float64 default.
+# That suffices because every quantity is a mean over the batch of O(1) terms (advantages are
+# normalized), F is damped so CG's system has eigenvalues >= --cg-damping, and CG runs a few dozen
+# iterations at most. The one place that needs care is the surrogate improvement, a small difference
+# of two large sums: see surrogate_gain.
 ADAM_EPS = 1e-5  # ppo2's and sb3's value; PyTorch's 1e-8 lets tiny second moments make huge steps
 ADVANTAGE_EPS = 1e-8  # keeps advantage normalization finite when all advantages are equal
 CG_RESIDUAL_TOL = 1e-10  # CG stops once r^T r falls below this (baselines' and sb3-contrib's cg)
@@ -558,11 +545,10 @@ def surrogate_gain(logratio, advantages):
     """L(theta) - L(theta_old), where L(theta) = E[pi_theta(a|s) / pi_old(a|s) * A]
     is TRPO's surrogate (section 2), importance-sampled from the batch (section 5).
 
-    Since the ratio is 1 at theta_old, the gain is E[(ratio - 1) * A]: the same
-    gradient as L, and the improvement the line search checks, computed without
-    subtracting two nearly equal means. expm1 gives ratio - 1 to full float32
-    precision for the tiny log-ratios of a 0.01-KL step, where exp(x) - 1 rounds.
-    """
+    Since the ratio is 1 at theta_old, the gain is E[(ratio - 1) * A]: the same gradient as L, and
+    the improvement the line search checks, computed without subtracting two nearly equal means.
+    expm1 gives ratio - 1 to full float32 precision for the tiny log-ratios of a 0.01-KL step, where
+    exp(x) - 1 rounds."""
     return (torch.expm1(logratio) * advantages).mean()
 
 
@@ -575,15 +561,13 @@ def mean_kl(old_dist, new_dist):
 def fisher_vector_product(kl_grad, params, vector, damping):
     """(F + damping * I) v without forming F (P x P): TRPO appendix C.1.
 
-    F is the Hessian of the mean KL[pi_old || pi_theta] at theta = theta_old,
-    which equals the Fisher information matrix there (the KL's gradient is zero
-    at its minimum, and its curvature is E[grad log pi grad log pi^T]).
-    `kl_grad` is grad_theta of that KL as a flat (P,) vector built with
-    create_graph=True, pi_old detached; differentiating kl_grad . v once more
-    gives F v (Pearlmutter 1994), at about the cost of one more backward pass.
-    The damping is not in the paper: it bounds F's smallest eigenvalue away
-    from 0, so directions the batch says nothing about do not get huge steps.
-    """
+    F is the Hessian of the mean KL[pi_old || pi_theta] at theta = theta_old, which equals the
+    Fisher information matrix there (the KL's gradient is zero at its minimum, and its curvature is
+    E[grad log pi grad log pi^T]). `kl_grad` is grad_theta of that KL as a flat (P,) vector built
+    with create_graph=True, pi_old detached; differentiating kl_grad . v once more gives F v
+    (Pearlmutter 1994), at about the cost of one more backward pass. The damping is not in the
+    paper: it bounds F's smallest eigenvalue away from 0, so directions the batch says nothing
+    about do not get huge steps."""
     return flat_grad(kl_grad @ vector, params, retain_graph=True) + damping * vector
 
 
@@ -591,14 +575,12 @@ def conjugate_gradient(Avp, b, iters, residual_tol):
     """Approximately solve A x = b for symmetric positive definite A, given only
     v -> A v (Hestenes and Stiefel 1952; Nocedal and Wright algorithm 5.2).
 
-    x starts at 0: then r = b needs no product, and stopping early leaves x in
-    the span of b, A b, A^2 b, ...: after one iteration x is the gradient
-    itself, scaled, so few iterations give a partly natural gradient, never
-    garbage. Stops after `iters` products, when r^T r <= residual_tol, or when
-    the curvature p^T A p is not positive (NaN included): A is then not
-    positive definite along p (too little damping, or a NaN in the batch), and
-    x as it stands is returned, with the number of products A v it took.
-    """
+    x starts at 0: then r = b needs no product, and stopping early leaves x in the span of b, A b,
+    A^2 b, ...: after one iteration x is the gradient itself, scaled, so few iterations give a
+    partly natural gradient, never garbage. Stops after `iters` products, when
+    r^T r <= residual_tol, or when the curvature p^T A p is not positive (NaN included): A is then
+    not positive definite along p (too little damping, or a NaN in the batch), and x as it stands
+    is returned, with the number of products A v it took."""
     x = torch.zeros_like(b)
     r = b.clone()  # residual b - A x
     p = b.clone()  # search direction, A-conjugate to the ones before
@@ -620,16 +602,13 @@ def conjugate_gradient(Avp, b, iters, residual_tol):
 
 
 def backtracking_line_search(params, full_step, measure, max_kl, backtrack_coef, backtrack_iters):
-    """Try theta_old + backtrack_coef^i * full_step for i = 0, 1, ...; keep the
-    first that passes the nonlinear checks (TRPO appendix C: "we shrink beta
-    exponentially until the objective improves", with the KL constraint as an
-    infinite penalty).
+    """Try theta_old + backtrack_coef^i * full_step for i = 0, 1, ...; keep the first that passes
+    the nonlinear checks (TRPO appendix C: "we shrink beta exponentially until the objective
+    improves", with the KL constraint as an infinite penalty).
 
-    measure() -> (surrogate gain, mean KL) of the parameters as they are now.
-    Returns (accepted, backtracks, gain, kl). When no step passes, the
-    parameters are restored to theta_old bit for bit and (False, backtrack_iters,
-    0.0, 0.0) is returned: the policy did not move.
-    """
+    measure() -> (surrogate gain, mean KL) of the parameters as they are now. Returns (accepted,
+    backtracks, gain, kl). When no step passes, the parameters are restored to theta_old bit for bit
+    and (False, backtrack_iters, 0.0, 0.0) is returned: the policy did not move."""
     theta_old = flat_params(params)
     fraction = 1.0
     for backtracks in range(backtrack_iters):
@@ -668,8 +647,7 @@ def fit_value_function(agent, optimizer, batch, epochs, num_minibatches, compile
     cannot move here. Returns the mean loss over the steps."""
     # --compile (Part 2): the same loss, fused; compiled on first use, then kept with the function.
     loss_fn = torch.compile(critic_loss) if compiled else critic_loss
-    batch_size = batch.obs.shape[0]
-    minibatch_size = batch_size // num_minibatches
+    batch_size, minibatch_size = batch.obs.shape[0], batch.obs.shape[0] // num_minibatches
     total, steps = torch.zeros(()), 0
     for epoch in range(epochs):
         order = torch.randperm(batch_size, device=batch.obs.device)
@@ -681,8 +659,7 @@ def fit_value_function(agent, optimizer, batch, epochs, num_minibatches, compile
             # average_gradients (Part 2): the ranks' mean gradient, so all take the same step.
             average_gradients(agent.critic.parameters())
             optimizer.step()
-            total += v_loss.detach().cpu()
-            steps += 1
+            total, steps = total + v_loss.detach().cpu(), steps + 1
     return all_reduce_mean_(total).item() / steps  # (Part 2) the ranks' mean, in place
 
 
@@ -693,22 +670,18 @@ def make_optimizers(agent, args):
 
 
 def initial_algorithm_state(args):
-    """TRPO carries nothing from one update to the next: delta is fixed, the
-    natural gradient is recomputed from each batch."""
+    """Nothing carries over between updates: delta is fixed; g and F come from each batch."""
     return {}
 
 
 def update(agent, optimizers, state, batch, args, progress):
     """One trust-region step on the policy (TRPO appendix C), then the value fit.
 
-    `progress` is unused: the step's size comes from --max-kl, not a schedule.
-    Returns the diagnostics logged in progress.csv; booleans as 0/1.
-    """
+    `progress` is unused: the step's size comes from --max-kl, not a schedule. Returns the
+    diagnostics logged in progress.csv; booleans as 0/1."""
     params = policy_parameters(agent)
     theta_old = flat_params(params)  # (P,)
-    advantages = batch.advantages  # (B,)
-    if args.norm_adv:
-        advantages = normalize_advantages(advantages)
+    advantages = normalize_advantages(batch.advantages) if args.norm_adv else batch.advantages
     # pi_old, from the forward pass g is taken through (the normalizer has not moved since the
     # rollout): not batch.logprobs, so that the log-ratio at theta_old is exactly 0.
     dist, old_dist = policy_and_old(agent, batch.obs)
@@ -791,9 +764,8 @@ def schedule_progress(step, total, anchor):
 
 
 def train(args):
-    """Collect a batch, estimate its advantages, update the agent; repeat until the
-    budget is spent. Everything around this loop (run directory, resume, logs,
-    checkpoints, Ctrl-C, several ranks) is Part 2's Run. Returns a summary dict."""
+    """Collect a batch, estimate its advantages, update the agent; repeat until the budget is
+    spent. Everything around this loop is Part 2's Run. Returns a summary dict."""
     run = Run(args)  # Part 2: checks the input, opens the run directory; resume, logs, checkpoints
     try:
         envs, obs = run.make_envs()  # and seeds all, before the networks: their weights are random
@@ -856,8 +828,9 @@ def add_run_settings(parser):
     add("--tensorboard", action=on_off, default=False, help="write TensorBoard scalars too")
     add("--capture-video", action=on_off, default=False,
         help="MP4s of env 0 (training) or of every episode (--eval); needs moviepy")
-    add("--resume", metavar="RUN_DIR", help="go on with RUN_DIR's model.pt and settings")
-    add("--eval", metavar="CHECKPOINT", help="evaluate a model.pt instead of training")
+    either = parser.add_mutually_exclusive_group().add_argument  # --resume or --eval, not both
+    either("--resume", metavar="RUN_DIR", help="go on with RUN_DIR's model.pt and settings")
+    either("--eval", metavar="CHECKPOINT", help="evaluate a model.pt instead of training")
     add("--eval-episodes", type=positive_int, default=10, help="episodes for --eval")
     add("--stochastic-eval", action=on_off, default=False,
         help="sample --eval's actions instead of taking the mean or most likely one")
@@ -894,8 +867,6 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     ranks = int(os.environ.get("WORLD_SIZE", "1"))  # an update takes a batch from each copy
     if args.eval is not None:
-        if args.resume is not None:
-            raise UsageError("--eval and --resume exclude each other")
         return parser.parse_args(argv, argparse.Namespace(env=None))
     if args.resume is not None:
         checkpoint = load_checkpoint(Path(args.resume) / "model.pt")
@@ -928,9 +899,9 @@ def check_env(env_id, render=False):
     """Make the environment once, so that bad input fails before a run directory exists:
     an unknown id, unsupported spaces, and with `render` (--capture-video) a machine that
     cannot draw frames. Returns the sizes an Agent is built from."""
+    if render and importlib.util.find_spec("moviepy") is None:  # RecordVideo writes MP4s with it
+        raise UsageError("--capture-video needs moviepy: pip install moviepy")
     try:
-        if render:
-            importlib.import_module("moviepy")  # RecordVideo writes MP4s with it
         with warnings.catch_warnings():  # windowing libraries warn on stderr before failing
             warnings.simplefilter("ignore")
             env = make_env(env_id, render=render)()
@@ -939,8 +910,6 @@ def check_env(env_id, render=False):
                 env.render()
     except UsageError:
         raise
-    except ImportError as error:
-        raise UsageError(f"--capture-video needs moviepy: pip install moviepy ({error})") from None
     except Exception as error:  # gymnasium, pygame, OpenGL and MuJoCo raise many types
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
         if render:
@@ -966,40 +935,30 @@ def check_env(env_id, render=False):
 
 def make_vector_env(env_id, num_envs, vector, video_dir=None):
     """num_envs environments stepped together in AUTORESET mode (Part 1); videos of env 0."""
-    builders = [make_env(env_id, video_dir if i == 0 else None) for i in range(num_envs)]
-    if vector == "async":  # one subprocess each; Ctrl-C is for the main process alone
-        builders = [ignoring_sigint(build) for build in builders]
-        return gym.vector.AsyncVectorEnv(builders, autoreset_mode=AUTORESET)
-    return gym.vector.SyncVectorEnv(builders, autoreset_mode=AUTORESET)
+    builders = [make_env(env_id, video_dir if i == 0 else None, worker=vector == "async")
+                for i in range(num_envs)]  # async: a subprocess each
+    vector_env = gym.vector.AsyncVectorEnv if vector == "async" else gym.vector.SyncVectorEnv
+    return vector_env(builders, autoreset_mode=AUTORESET)
 
 
-def make_env(env_id, video_dir=None, every_episode=False, render=False):
-    """A builder of one environment (vector envs want builders); with `video_dir`,
-    RecordVideo writes MP4s there: of every episode, or of episodes 0, 1, 8, 27, ...,
-    1000, 2000, ... (RecordVideo's default, for training). Atari games are recorded as
-    played, before the preprocessing, one video a game."""
+def make_env(env_id, video_dir=None, every_episode=False, render=False, worker=False):
+    """A builder of one environment (vector envs want builders); with `video_dir`, RecordVideo
+    writes MP4s there: of every episode, or of episodes 0, 1, 8, 27, ..., 1000, 2000, ... (its
+    default, for training); Atari games as played, before the preprocessing, one video a game."""
+    main_pid = os.getpid()  # the main process, where AsyncVectorEnv builds a dummy env too
     def build():
-        render_mode = "rgb_array" if video_dir is not None or render else None
-        if is_atari(env_id):
-            env = atari_game(env_id, render_mode)
-        elif render_mode is None:
-            return gym.make(env_id)
-        else:
-            env = gym.make(env_id, render_mode=render_mode)
+        # An async worker shares the terminal's process group: Ctrl-C would kill it mid-step. It
+        # ignores Ctrl-C, and the main process (which must keep it) decides how to stop.
+        if worker and os.getpid() != main_pid:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+        # render_mode only where frames are wanted: an environment of one's own may not take it
+        kwargs = {"render_mode": "rgb_array"} if video_dir is not None or render else {}
+        env = atari_game(env_id, **kwargs) if is_atari(env_id) else gym.make(env_id, **kwargs)
         if video_dir is not None:
             trigger = (lambda episode: True) if every_episode else None
             env = gym.wrappers.RecordVideo(env, str(video_dir), trigger, disable_logger=True)
         return atari_preprocessing(env) if is_atari(env_id) else env
     return build
-
-
-def ignoring_sigint(build):
-    """Async workers share the terminal's process group, so Ctrl-C would reach them too
-    and kill them mid-step: they ignore it, and the main process decides how to stop."""
-    def build_in_worker():
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        return build()
-    return build_in_worker
 # === end shared ===
 
 
@@ -1018,7 +977,7 @@ def is_atari(env_id):
     return "ALE/" in env_id  # also "ale_py:ALE/Pong-v5"
 
 
-def atari_game(env_id, render_mode=None):
+def atari_game(env_id, **kwargs):
     """The raw game, one frame a step: AtariPreprocessing repeats and pools frames itself."""
     try:
         ale_py = importlib.import_module("ale_py")
@@ -1028,8 +987,7 @@ def atari_game(env_id, render_mode=None):
     except ImportError as error:
         raise UsageError(f"{env_id} needs ale-py and OpenCV: pip install ale-py "
                          f"opencv-python-headless ({error})") from None
-    return gym.make(env_id.split(":")[-1], frameskip=1, repeat_action_probability=0.0,
-                    render_mode=render_mode)
+    return gym.make(env_id.split(":")[-1], frameskip=1, repeat_action_probability=0.0, **kwargs)
 
 
 def atari_preprocessing(game):
@@ -1089,35 +1047,31 @@ class FireAfterReset(gym.Wrapper):
 
 
 # === shared: distributed ===
-# Synchronous data parallelism, as in DeepMind's distributed PPO (Heess et al. 2017,
-# arXiv 1707.02286): `torchrun --nproc_per_node N X.py` starts N copies, each with its
-# own environments and batch, which average what they must to take exactly the same
-# step: PPO the gradients and the KL behind its decisions; TRPO the policy gradient,
-# the Fisher-vector products, the line search's measurements and the value gradients.
-# Normalizers merge every rank's data; rank 0 alone writes the run directory. Under
-# plain `python X.py` there is one copy and all of this does nothing.
+# Synchronous data parallelism, as in DeepMind's distributed PPO (Heess et al. 2017, arXiv
+# 1707.02286): `torchrun --nproc_per_node N X.py` starts N copies, each with its own environments
+# and batch, which average what they must to take exactly the same step: PPO the gradients and the
+# KL behind its decisions; TRPO the policy gradient, the Fisher-vector products, the line search's
+# measurements and the value gradients. Normalizers merge every rank's data; rank 0 alone writes
+# the run directory. Under plain `python X.py` there is one copy and all of this does nothing.
 def world():
     """(rank, world size) of this copy; (0, 1) when not launched by torchrun."""
     return (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
 
 
 def start_distributed(device_name, image):
-    """The device to use, after joining torchrun's process group if torchrun started
-    us: each rank on its LOCAL_RANK's GPU when the ranks have GPUs, else on the CPU.
-    "auto" takes a GPU for a CNN only: an MLP of 64 units is faster on the CPU."""
+    """The device to use (see --device), after joining torchrun's process group if torchrun
+    started us: each rank on its LOCAL_RANK's GPU when the ranks have GPUs, else on the CPU."""
     if device_name == "cuda" and not torch.cuda.is_available():
         raise UsageError("--device cuda was asked for but torch sees no CUDA device")
     cuda = device_name == "cuda" or device_name == "auto" and image and torch.cuda.is_available()
     device = torch.device("cuda" if cuda else "cpu")
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        backend = "gloo"
-        if device.type == "cuda":
+        if cuda:
             device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
             torch.cuda.set_device(device)
-            # NCCL carries only CUDA tensors, and some shared values live on the CPU (the
-            # Ctrl-C flag, loss sums, the reward scaler's returns): a backend per device type.
-            backend = "cpu:gloo,cuda:nccl"
-        dist.init_process_group(backend)
+        # NCCL carries only CUDA tensors, and some shared values live on the CPU (the
+        # Ctrl-C flag, loss sums, the reward scaler's returns): a backend per device type.
+        dist.init_process_group("cpu:gloo,cuda:nccl" if cuda else "gloo")
     return device
 
 
@@ -1138,12 +1092,6 @@ def average_gradients(params):
             g.copy_(averaged.view_as(g))
 
 
-def broadcast_state(module):
-    """Copy rank 0's parameters and buffers to every rank."""
-    for tensor in module.state_dict().values() if world()[1] > 1 else []:
-        dist.broadcast(tensor, src=0)
-
-
 def all_gather_rows(x):
     """Every rank's (B, ...) tensor, concatenated in rank order: (world * B, ...)."""
     if world()[1] == 1:
@@ -1151,15 +1099,6 @@ def all_gather_rows(x):
     parts = [torch.empty_like(x) for _ in range(world()[1])]
     dist.all_gather(parts, x.contiguous())
     return torch.cat(parts)
-
-
-def gather_lists(items):
-    """Every rank's list, concatenated in rank order."""
-    if world()[1] == 1:
-        return items
-    lists = [None] * world()[1]
-    dist.all_gather_object(lists, items)
-    return [item for part in lists for item in part]
 
 
 def any_rank(flag):
@@ -1187,16 +1126,6 @@ def seed_everything(seed, envs):
     return envs.reset(seed=seed)[0]
 
 
-def check_compile(device):
-    """Stop at once, with one line, where torch.compile cannot build code (no C++ compiler, say):
-    a one-line function compiled now fails before the run directory exists, not mid-run."""
-    try:
-        torch.compile(torch.neg)(torch.zeros(1, device=device))
-    except Exception as error:  # inductor's many failure types; the first line says which
-        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        raise UsageError(f"--compile: torch.compile cannot build code here: {reason}") from None
-
-
 class EpisodeTracker:
     """Raw return and length of each env's current episode, and the episodes finished
     since the logs last took them, as (global_step, return, length)."""
@@ -1215,9 +1144,8 @@ class EpisodeTracker:
 
 
 class Run:
-    """All around the training loop: checks made before anything is written, the run
-    directory (new, or --resume's), resuming, logs and checkpoints (rank 0 only: the
-    other ranks of a torchrun job write nothing), and Ctrl-C."""
+    """All around the training loop: checks made before anything is written, the run directory
+    (new, or --resume's), resuming, logs and checkpoints (rank 0 alone writes), and Ctrl-C."""
 
     def __init__(self, args):
         self.args, self.spaces = args, check_env(args.env, render=args.capture_video)
@@ -1225,8 +1153,13 @@ class Run:
             raise UsageError("--tensorboard needs tensorboard: pip install tensorboard")
         self.device = start_distributed(args.device, len(self.spaces["obs_shape"]) == 3)
         self.rank, self.world_size = world()
-        if args.compile:
-            check_compile(self.device)
+        if args.compile:  # no C++ compiler, say: one line now, before the run directory exists
+            try:
+                torch.compile(torch.neg)(torch.zeros(1, device=self.device))
+            except Exception as error:  # inductor's many failure types; the first line says which
+                reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+                message = f"--compile: torch.compile cannot build code here: {reason}"
+                raise UsageError(message) from None
         self.dir = Path(args.resume or args.run_dir or Path("runs") / "__".join(
             [re.sub(r"[^\w.-]+", "_", args.env), ALGORITHM, str(args.seed),
              time.strftime("%Y%m%d-%H%M%S")]))
@@ -1249,9 +1182,7 @@ class Run:
         self.global_step, self.updates = resumed["global_step"], resumed["updates"]
         self.elapsed = resumed["elapsed"]
         self.compile_elapsed = resumed.get("compile_time", 0.0)  # torch.compile's, resumes before
-        # The step-size schedule is a line from (step, progress) `anchor` to (total, 1): a
-        # resumed run draws it from its last update, so that a larger --total-timesteps
-        # stretches the rest of the decay instead of raising the step size again.
+        # Where the schedules' line starts (see schedule_progress): a resumed run's last update.
         self.anchor = self.last = tuple(resumed.get("schedule", (0, 0.0)))
         # A resumed run plays new episodes, seeded by its step so they differ from the
         # ones already played; each rank's environments get their own seeds.
@@ -1259,8 +1190,7 @@ class Run:
         self.video_dir = self.dir / "videos" if args.capture_video and self.rank == 0 else None
         self.episodes = EpisodeTracker(args.num_envs, self.global_step,
                                        args.num_envs * self.world_size)
-        self.recent, self.episode_count, self.tb, self.previous_handler = [], 0, None, None
-        self.envs = None
+        self.tb = self.previous_handler = self.envs = None  # close() closes what was opened
         self.sigint = self.stopped = False
 
     def make_envs(self):
@@ -1282,14 +1212,21 @@ class Run:
             algorithm_state.update(self.checkpoint["algorithm_state"])
             if reward_scaler is not None:
                 reward_scaler.load_state_dict(self.checkpoint["reward_scaler"])
-        broadcast_state(agent)
+        for tensor in agent.state_dict().values() if self.world_size > 1 else []:
+            dist.broadcast(tensor, src=0)  # every rank starts from rank 0's weights and statistics
         if self.rank == 0:
-            for name in ("episodes.csv", "progress.csv"):
-                drop_rows_after(self.dir / name, self.global_step)
-            rows = read_csv(self.dir / "episodes.csv")  # resuming: carry the recent returns on
-            self.recent = [(float(r["return"]), int(r["length"])) for r in rows][-RECENT_EPISODES:]
-            self.episode_count = len(rows)
-            append_csv(self.dir / "episodes.csv", [], ["global_step", "return", "length"])
+            # A run killed (not stopped with Ctrl-C) after its last checkpoint logged steps that
+            # the resumed run logs anew: their rows go, or those steps would count twice.
+            for path in (self.dir / "episodes.csv", self.dir / "progress.csv"):
+                rows = read_csv(path)
+                keep = [row.values() for row in rows if int(row["global_step"]) <= self.global_step]
+                if len(keep) < len(rows):
+                    print(f"[{ALGORITHM}] {path.name}: dropped {len(rows) - len(keep)} rows logged "
+                          f"after the checkpoint at step {self.global_step:,}", flush=True)
+                    path.unlink()
+                    append_csv(path, keep, header=rows[0].keys())
+            rows = read_csv(self.dir / "episodes.csv")  # resuming: carry the games on
+            self.games = [(float(r["return"]), int(r["length"])) for r in rows]
             if self.args.tensorboard:
                 from torch.utils.tensorboard import SummaryWriter  # optional: only if asked for
                 self.tb = SummaryWriter(str(self.dir))
@@ -1313,33 +1250,33 @@ class Run:
         self.last = (self.global_step, progress)  # the schedule's point, for a resumed run
         self.global_step += batch_size
         self.updates += 1
-        finished, self.episodes.finished = gather_lists(self.episodes.finished), []
+        parts = [self.episodes.finished] * self.world_size  # every rank's games, in rank order
+        if self.world_size > 1:
+            dist.all_gather_object(parts, self.episodes.finished)
+        finished, self.episodes.finished = [game for part in parts for game in part], []
         if not all(math.isfinite(v) for v in stats.values()):
-            path = self.dir / "model.pt"
-            kept = f"the last good checkpoint is {path}" if path.exists() else "no checkpoint yet"
-            raise TrainingDiverged(
-                f"non-finite loss at step {self.global_step:,} ({stats}); {kept}")
+            raise TrainingDiverged(f"non-finite loss at step {self.global_step:,} ({stats}); "
+                                   f"the last good checkpoint, if any, is {self.dir / 'model.pt'}")
         if self.rank == 0:
-            self.log(finished, {**stats, "explained_variance": explained_variance(batch)})
+            var = batch.returns.var()  # explained variance: 1 a perfect V, 0 a constant's
+            ev = math.nan if var == 0 else float(1 - (batch.returns - batch.values).var() / var)
+            self.log(finished, {**stats, "explained_variance": ev})
         if self.updates % self.args.checkpoint_every == 0:
             self.save()
 
     def log(self, finished, stats):
         """episodes.csv (raw returns), progress.csv, TensorBoard, and the console line."""
-        append_csv(self.dir / "episodes.csv", finished, header=None)  # begin() wrote the header
-        self.recent = (self.recent + [(r, n) for _, r, n in finished])[-RECENT_EPISODES:]
-        self.episode_count += len(finished)
-        seconds = time.time() - self.start_time
+        append_csv(self.dir / "episodes.csv", finished, ["global_step", "return", "length"])
+        self.games += [(r, n) for _, r, n in finished]  # (return, length) of every game so far
+        recent, seconds = self.games[-RECENT_EPISODES:], time.time() - self.start_time
         sps = (self.global_step - self.start_step) / seconds
-        returns, lengths = [r for r, _ in self.recent], [n for _, n in self.recent]
         row = {"global_step": self.global_step, "time": round(self.elapsed + seconds, 3),
-               "sps": round(sps, 1), "episodes": self.episode_count,
-               "return_mean": np.mean(returns) if returns else float("nan"),
-               "length_mean": np.mean(lengths) if returns else float("nan"), **stats}
-        compiling = ""
+               "sps": round(sps, 1), "episodes": len(self.games),
+               "return_mean": np.mean([r for r, _ in recent]) if recent else float("nan"),
+               "length_mean": np.mean([n for _, n in recent]) if recent else float("nan"), **stats}
         if self.args.compile:  # inside `time` and SPS too: what a compiled run costs in all
             row["compile_time"] = round(self.compile_time(), 3)
-            compiling = f" | compile {row['compile_time']:.0f} s"
+        compiling = f" | compile {row['compile_time']:.0f} s" if self.args.compile else ""
         append_csv(self.dir / "progress.csv", [row.values()], header=row.keys())
         for step, episode_return, _ in finished if self.tb else []:
             self.tb.add_scalar("episode/return", episode_return, step)
@@ -1390,15 +1327,8 @@ class Run:
             dist.destroy_process_group()
 
 
-def explained_variance(batch):
-    """1 - Var[returns - values] / Var[returns]: 1 a perfect value function, 0 a constant's."""
-    var = batch.returns.var()
-    return float("nan") if var == 0 else float(1 - (batch.returns - batch.values).var() / var)
-
-
 def atomic_write(path, write):
-    """write(tmp) a temporary file, then rename it over `path`: a crash mid-write leaves
-    the old file whole, never a truncated one."""
+    """write(tmp) a temporary file, then rename it over `path`: a crash leaves the old one whole."""
     tmp = path.with_name(path.name + ".tmp")
     write(tmp)
     os.replace(tmp, path)
@@ -1418,19 +1348,6 @@ def append_csv(path, rows, header):
         csv.writer(f).writerows([header, *rows] if new_file else rows)
 
 
-def drop_rows_after(path, step):
-    """Remove the rows logged after `step`, the checkpoint a run resumes from. Only a
-    run killed (not stopped with Ctrl-C) after its last checkpoint has them; the
-    resumed run logs those steps anew, so keeping them would count them twice."""
-    rows = read_csv(path)
-    keep = [row.values() for row in rows if int(row["global_step"]) <= step]
-    if len(keep) < len(rows):
-        print(f"[{ALGORITHM}] {path.name}: dropped {len(rows) - len(keep)} rows logged after "
-              f"the checkpoint at step {step:,}", flush=True)
-        path.unlink()
-        append_csv(path, keep, header=rows[0].keys())
-
-
 def load_checkpoint(path, device="cpu"):
     """Read a model.pt. weights_only=True: unpickling may build tensors and plain
     containers but never run code, so opening a checkpoint is safe."""
@@ -1443,23 +1360,19 @@ def load_checkpoint(path, device="cpu"):
                          f"torch file ({type(error).__name__})") from None
     if not (isinstance(checkpoint, dict) and checkpoint.get("format") == CHECKPOINT_FORMAT):
         raise UsageError(f"checkpoint {path} is not a model.pt written by these scripts")
+    if "obs_dim" in checkpoint["agent_config"]:  # a model.pt of before images has obs_dim
+        checkpoint["agent_config"]["obs_shape"] = [checkpoint["agent_config"].pop("obs_dim")]
     try:  # a network of other shapes than Agent builds: say, an edited CNN_CONVS
-        Agent(**agent_config(checkpoint)).load_state_dict(checkpoint["agent"])
+        Agent(**checkpoint["agent_config"]).load_state_dict(checkpoint["agent"])
     except RuntimeError:
         raise UsageError(f"checkpoint {path} holds a network of other shapes than this script's")
     return checkpoint
 
 
-def agent_config(checkpoint):
-    """The Agent's arguments; a model.pt of before images has obs_dim for obs_shape."""
-    config = dict(checkpoint["agent_config"])
-    return {"obs_shape": [config.pop("obs_dim")], **config} if "obs_dim" in config else config
-
-
 def load_agent(path, device="cpu"):
     """Rebuild the Agent, normalizer statistics included, from a model.pt."""
     checkpoint = load_checkpoint(path, device)
-    agent = Agent(**agent_config(checkpoint)).to(device)
+    agent = Agent(**checkpoint["agent_config"]).to(device)
     agent.load_state_dict(checkpoint["agent"])
     return agent.eval()
 # === end shared ===
@@ -1468,19 +1381,17 @@ def load_agent(path, device="cpu"):
 # === shared: evaluation ===
 @torch.no_grad()
 def evaluate(agent, env_id, episodes, seed, device="cpu", deterministic=True, video_dir=None):
-    """Play `episodes` whole episodes (Atari: whole games); return one dict each: the raw
-    return, the length in steps and whether a time limit (ALE's frame limit) ended it rather
-    than the game. Deterministic by default (the mean, or the most likely action): evaluation
-    measures what the policy has learned, not its exploration noise. Episode i is reset with
-    seed + i."""
+    """Play `episodes` whole episodes (Atari: whole games); return one dict each: the raw return,
+    the length in steps and whether a time limit (ALE's frame limit) ended it rather than the game.
+    Deterministic by default (the mean, or the most likely action): evaluation measures what the
+    policy has learned, not its exploration noise. Episode i is reset with seed + i."""
     env, results = make_env(env_id, video_dir, every_episode=True)(), []
     try:
         for i in range(episodes):
             (obs, _), total, length, done = env.reset(seed=seed + i), 0.0, 0, False
             while not done:
-                obs_t = torch.as_tensor(np.asarray(obs), device=device)
-                obs_t = obs_t if obs_t.dtype == torch.uint8 else obs_t.float()
-                dist = agent.distribution(obs_t[None])  # a batch of one
+                obs_t = torch.as_tensor(np.asarray(obs), device=device)[None]  # a batch of one
+                dist = agent.distribution(obs_t if agent.image else obs_t.float())
                 action = dist.sample() if not deterministic else (
                     dist.mean if agent.continuous else dist.probs.argmax(-1))
                 action = action[0].cpu().numpy()
@@ -1502,7 +1413,7 @@ def run_evaluation(args):
     env_id = args.env or checkpoint["settings"]["env"]
     spaces = check_env(env_id, render=args.capture_video)
     device = start_distributed(args.device, len(spaces["obs_shape"]) == 3)
-    expected = {k: agent_config(checkpoint)[k] for k in spaces}
+    expected = {k: checkpoint["agent_config"][k] for k in spaces}
     if expected != spaces:
         raise UsageError(f"the checkpoint's agent expects {expected}, but {env_id} has {spaces}")
     stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -1513,7 +1424,6 @@ def run_evaluation(args):
     print(f"{env_id}: {len(returns)} episodes, return {np.mean(returns):.2f} "
           f"+- {np.std(returns):.2f}, {cut} ended by the time limit"
           + (f" (videos in {video_dir})" if video_dir else ""))
-    return results
 # === end shared ===
 
 
@@ -1526,12 +1436,10 @@ def main(argv=None):
             run_evaluation(args)
             return 0
         return 130 if train(args)["interrupted"] else 0
-    except UsageError as error:
-        print(f"{prog}: error: {error}", file=sys.stderr)
-        return 2
-    except TrainingDiverged as error:
-        print(f"{prog}: training diverged: {error}", file=sys.stderr)
-        return 1
+    except (UsageError, TrainingDiverged) as error:  # one line on stderr; exit 2 or 1
+        usage = isinstance(error, UsageError)
+        print(f"{prog}: {'error' if usage else 'training diverged'}: {error}", file=sys.stderr)
+        return 2 if usage else 1
     except KeyboardInterrupt:
         print(f"{prog}: interrupted; the last periodic checkpoint is kept", file=sys.stderr)
         return 130

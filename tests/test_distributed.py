@@ -124,14 +124,16 @@ def cuda_backend_worker(rank, port, script, out):
         results["any_rank"] = module.any_rank(rank == 1)  # stop_requested, every iteration
         results["mean"] = module.all_reduce_mean_(torch.full((4,), float(rank))).tolist()
         results["rows"] = module.all_gather_rows(torch.full((2, 3), float(rank))).shape
-        results["lists"] = module.gather_lists([rank])
+        lists = [None, None]  # end_update gathers each rank's finished games so
+        dist.all_gather_object(lists, [rank])
+        results["lists"] = [item for part in lists for item in part]
         scaler = module.RewardScaler(1, 0.99, 10.0)
         scaler.observe(torch.ones(4, 1), torch.zeros(4, 1))  # its returns are NumPy, on the CPU
         results["scaler_count"] = scaler.count.item()
         net = torch.nn.Linear(2, 1)
         net(torch.ones(1, 2)).sum().backward()
         module.average_gradients(list(net.parameters()))
-        module.broadcast_state(net)
+        dist.broadcast(net.weight.detach(), src=0)  # begin() sends rank 0's weights so
     except RuntimeError as error:
         results["error"] = str(error).splitlines()[0]
     torch.save(results, out / f"rank{rank}.pt")
