@@ -12,7 +12,10 @@ that the linear model predicts for the maximal step along s_k,
 sqrt(2 delta / s_k^T F s_k) * g^T s_k, the quantity a TRPO step improves
 first. As k grows that gain rises to the natural gradient's; the ratio says how
 much of each step's possible progress k iterations leave behind. (F here is the
-damped matrix, as in trpo.py.)
+damped matrix, as in trpo.py, on the run's --fvp-subsample of the batch.) The last
+two columns are what trpo.py's line search makes of that maximal step on the whole
+batch: the surrogate gain it measures (the linear model's is an upper estimate where
+the quadratic KL model is too optimistic), and the backtracks it needed.
 
 It then measures what the damping does to the step's length: trpo.py sizes the
 step with s^T (F + lambda I) s, so the quadratic model's KL of the full step is
@@ -73,6 +76,9 @@ def main(argv=None):
     parser.add_argument("--iters", type=int, nargs="+", default=DEFAULT_ITERS,
                         help="CG iteration counts to compare (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the batch (default: %(default)s)")
+    parser.add_argument("--reference-iters", type=int, default=REFERENCE_ITERS,
+                        help="CG iterations for s* (default: %(default)s; fewer on a CNN, where "
+                             "a product takes about a second)")
     args = parser.parse_args(argv)
     try:
         checkpoint = trpo.load_checkpoint(args.checkpoint)
@@ -105,12 +111,17 @@ def main(argv=None):
         old_logprob = old_dist.log_prob(actions)
     logratio = agent.distribution(obs).log_prob(actions) - old_logprob
     g = trpo.flat_grad(trpo.surrogate_gain(logratio, advantages), params)  # (P,)
-    kl_grad = trpo.flat_grad(trpo.mean_kl(old_dist, agent.distribution(obs)), params, create_graph=True)
+    # F on the run's subsample of the states, drawn as trpo.update draws it.
+    keep = torch.randperm(batch_size)[:math.ceil(settings["fvp_subsample"] * batch_size)]
+    with torch.no_grad():
+        fvp_old = agent.distribution(obs[keep])
+    kl_grad = trpo.flat_grad(trpo.mean_kl(fvp_old, agent.distribution(obs[keep])), params,
+                             create_graph=True)
 
     def fvp(v):
         return trpo.fisher_vector_product(kl_grad, params, v, settings["cg_damping"])
 
-    reference, _ = trpo.conjugate_gradient(fvp, g, REFERENCE_ITERS, REFERENCE_TOL)
+    reference, _ = trpo.conjugate_gradient(fvp, g, args.reference_iters, REFERENCE_TOL)
 
     def predicted_gain(s):
         return math.sqrt(2.0 * settings["max_kl"] / (s @ fvp(s)).item()) * (g @ s).item()
@@ -118,15 +129,15 @@ def main(argv=None):
     best = predicted_gain(reference)
     print(f"{settings['env']}, step {checkpoint['global_step']:,}: {g.numel()} policy parameters, batch "
           f"{batch_size}, damping {settings['cg_damping']}, entropy {old_dist.entropy().mean().item():.2f}; "
-          f"reference s* from {REFERENCE_ITERS} iterations, relative residual "
+          f"reference s* from {args.reference_iters} iterations, relative residual "
           f"{((fvp(reference) - g).norm() / g.norm()).item():.1e}")
-    print(f"{'CG iters':>8}  {'rel. residual':>13}  {'cos(s, s*)':>10}  {'predicted gain':>14}  {'of s*':>6}")
+    rows, steps = [], []
     for iters in args.iters:
         s, _ = trpo.conjugate_gradient(fvp, g, iters, trpo.CG_RESIDUAL_TOL)
         residual = ((fvp(s) - g).norm() / g.norm()).item()
         cosine = ((s @ reference) / (s.norm() * reference.norm())).item()
-        gain = predicted_gain(s)
-        print(f"{iters:>8}  {residual:>13.3f}  {cosine:>10.3f}  {gain:>14.4f}  {gain / best:>6.0%}")
+        rows.append((iters, residual, cosine, predicted_gain(s)))
+        steps.append(math.sqrt(2.0 * settings["max_kl"] / (s @ fvp(s)).item()) * s)  # trpo.update's
 
     # The step trpo.update takes: CG's s at the run's --cg-iters, scaled by sqrt(2 delta / s^T (F + lambda I) s).
     s, _ = trpo.conjugate_gradient(fvp, g, settings["cg_iters"], trpo.CG_RESIDUAL_TOL)
@@ -136,7 +147,23 @@ def main(argv=None):
     trpo.set_flat_params(params, theta_old + math.sqrt(2.0 * settings["max_kl"] / damped) * s)
     with torch.no_grad():
         measured = trpo.mean_kl(old_dist, agent.distribution(obs)).item()
-    trpo.set_flat_params(params, theta_old)  # last: kl_grad's graph holds the old parameters
+    trpo.set_flat_params(params, theta_old)  # kl_grad's graph holds the old parameters: no fvp after
+
+    def measure():  # as trpo.update's: (surrogate gain, mean KL) on the whole batch
+        with torch.no_grad():
+            dist = agent.distribution(obs)
+        gain = trpo.surrogate_gain(dist.log_prob(actions) - old_logprob, advantages)
+        return gain.item(), trpo.mean_kl(old_dist, dist).item()
+
+    print(f"{'CG iters':>8}  {'rel. residual':>13}  {'cos(s, s*)':>10}  {'predicted gain':>14}  {'of s*':>6}"
+          f"  {'measured gain':>13}  {'backtracks':>10}")
+    for (iters, residual, cosine, gain), step in zip(rows, steps):
+        _, backtracks, measured_gain, _ = trpo.backtracking_line_search(
+            params, step, measure, settings["max_kl"], settings["backtrack_coef"],
+            settings["backtrack_iters"])
+        trpo.set_flat_params(params, theta_old)
+        print(f"{iters:>8}  {residual:>13.3f}  {cosine:>10.3f}  {gain:>14.4f}  {gain / best:>6.0%}"
+              f"  {measured_gain:>13.4f}  {backtracks:>10}")
     print(f"full step at {settings['cg_iters']} CG iterations: s^T F s / s^T (F + lambda I) s = {ratio:.2f}; "
           f"KL of the quadratic model {settings['max_kl'] * ratio:.4f}, measured {measured:.4f} "
           f"(delta {settings['max_kl']})")

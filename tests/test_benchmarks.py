@@ -224,11 +224,15 @@ def test_cg_quality_compares_iteration_counts_on_a_checkpoint(tmp_path):
     assert trained.returncode == 0, trained.stderr
     result = tool("cg_quality", tmp_path / "run" / "model.pt", "--iters", 1, 200, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    rows = re.findall(r"^\s+(\d+)\s+([\d.]+)\s+([-\d.]+)\s+([-\d.]+)\s+(\d+)%$", result.stdout, re.M)
+    rows = re.findall(r"^\s+(\d+)\s+([\d.]+)\s+([-\d.]+)\s+([-\d.]+)\s+(\d+)%\s+([-\d.]+)\s+(\d+)$",
+                      result.stdout, re.M)
     assert [int(r[0]) for r in rows] == [1, 200], result.stdout
     # One iteration is the plain gradient direction; 200 are the reference itself, to rounding.
     assert float(rows[1][1]) < 1e-2 and float(rows[1][2]) > 0.999 and int(rows[1][4]) == 100
     assert 0 < int(rows[0][4]) <= 100
+    # The line search keeps a step only if it improves the surrogate within the trust region.
+    for row in rows:
+        assert (float(row[5]) > 0) == (int(row[6]) < 10), row
 
 
 @pytest.mark.parametrize("name, args", [
