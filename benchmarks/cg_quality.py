@@ -94,12 +94,14 @@ def main(argv=None):
     batch_size = settings["num_envs"] * settings["num_steps"]
     obs, actions, rewards, dones = play_batch(agent, settings["env"], batch_size, args.seed)
 
-    # Advantages as trpo.py computes them: scaled rewards, GAE, normalized over the batch.
-    scaler = trpo.RewardScaler(1, settings["gamma"], settings["reward_clip"])
-    scaler.load_state_dict(checkpoint["reward_scaler"])
+    # Advantages as trpo.py computes them: rewards signed (Atari) or scaled, GAE, normalized.
+    scaled = rewards.sign() if settings.get("sign_rewards") else rewards
+    if settings["norm_reward"]:
+        scaler = trpo.RewardScaler(1, settings["gamma"], settings["reward_clip"])
+        scaler.load_state_dict(checkpoint["reward_scaler"])
+        scaled = scaler.scale(scaled)
     with torch.no_grad():
         values = agent.get_value(obs)  # (B,)
-    scaled = scaler.scale(rewards) if settings["norm_reward"] else rewards
     advantages, _ = trpo.compute_gae(scaled[:, None], values[:, None], dones[:, None], torch.zeros(1),
                                      settings["gamma"], settings["gae_lambda"])
     advantages = trpo.normalize_advantages(advantages[:, 0])  # (B,)
