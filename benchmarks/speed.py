@@ -2,6 +2,8 @@
 
     python benchmarks/speed.py                                   # everything (about 15 minutes)
     python benchmarks/speed.py --scripts ppo_clip trpo --no-scaling --sb3-python /path/to/sb3venv/bin/python
+    python benchmarks/speed.py --envs CartPole-v1 Hopper-v5 --no-scaling --rounds 3 \
+        --sb3-python /path/to/venv/bin/python --cleanrl-git /path/to/cleanrl/git/dir
 
 For each script and environment, one after the other (never two measurements at once):
   (a) training steps per second with the script's default settings, as the
@@ -20,6 +22,20 @@ given by --sb3-python, so SB3 can live in a separate virtual environment; its
 SPS is steps over the time of model.learn(). If that interpreter cannot import
 stable_baselines3, the comparison is skipped and the output says so.
 
+CleanRL (--cleanrl-git, CartPole-v1 only): CleanRL's ppo.py at its own defaults (4 envs x
+128 steps, 4 epochs of 4 minibatches, lr 2.5e-4 annealed, ent 0.01, clipped value loss, no
+normalization) against ppo_clip.py with the same settings, each for --cleanrl-steps steps, in a
+subprocess with one torch thread (OMP_NUM_THREADS=1, as --torch-threads 1). Both are timed as
+whole processes (imports and set-up included: steps over wall time), and each's own in-loop SPS
+is shown too (CleanRL prints its "SPS:", ours is progress.csv's). CleanRL's ppo.py is read from
+the git directory that the search tool's `fetch github:vwxyzjn/cleanrl` returns and runs in
+--cleanrl-python, a venv with gymnasium 0.29, tyro and tensorboard (the one
+../shared/anchors/cleanrl_ppo_atari.sh builds).
+
+--rounds repeats the whole order (per env: raw env, each script, SB3, then the CleanRL pair),
+so every side is measured between the others, alternating; the tables show the median of the
+rounds and the ratios are of medians.
+
 Scaling: training and raw SPS for --num-envs 1/2/4/8 with --vector sync and
 async. The batch stays at 2048 steps (--num-steps 2048/N), so the update costs
 the same and only the rollout changes.
@@ -28,6 +44,9 @@ the same and only the rollout changes.
 import argparse
 import csv
 import importlib
+import os
+import re
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -41,6 +60,12 @@ BATCH = 2048  # the scripts' default batch: 1 env x horizon 2048
 ACTION_POOL = 1024  # random actions drawn before the raw timing, then cycled
 HOPPER_GOAL = 0.5  # training SPS >= 50% of raw single-env SPS on Hopper-v5 (issue 5)
 SB3_GOAL = 2.0  # training SPS >= 2x SB3 PPO's on CartPole-v1 (issue 5)
+CLEANRL_GOAL = 2.0  # whole-process SPS >= 2x CleanRL ppo.py's, its settings, CartPole-v1 (issue 32)
+# ppo_clip.py at CleanRL ppo.py's defaults (its Args class), for a like-for-like pair
+CLEANRL_FLAGS = ["--num-envs", "4", "--num-steps", "128", "--num-minibatches", "4", "--update-epochs", "4",
+                 "--learning-rate", "2.5e-4", "--anneal-lr", "--ent-coef", "0.01", "--clip-vloss",
+                 "--no-norm-obs", "--no-norm-reward"]
+CLEANRL_BATCH = 4 * 128
 
 # Runs in the --sb3-python interpreter: argv = env id, steps. Prints "SB3_SPS <value>".
 SB3_CODE = """
@@ -68,17 +93,44 @@ class Failed(Exception):
 # ----------------------------------------------------------------------------------
 # The three measurements
 # ----------------------------------------------------------------------------------
-def train_sps(python, script, env, steps, extra, workdir):
-    """Train `script` for `steps` steps in a fresh run directory; its own SPS."""
+def train_sps(python, script, env, steps, extra, workdir, whole_process=False):
+    """Train `script` for `steps` steps in a fresh run directory; its own SPS, or with
+    `whole_process` (steps over the process's wall time, own SPS)."""
     run_dir = Path(tempfile.mkdtemp(dir=workdir)) / "run"
     cmd = [python, str(REPO / f"{script}.py"), "--env", env, "--total-timesteps", str(steps),
            "--run-dir", str(run_dir), *extra]
+    start = time.perf_counter()
     result = subprocess.run(cmd, capture_output=True, text=True, cwd=workdir)
+    wall = time.perf_counter() - start
     if result.returncode != 0:
         lines = (result.stderr or result.stdout).strip().splitlines() or ["no output"]
         raise Failed(f"{script} exited with {result.returncode}: {lines[-1]}")
     with open(run_dir / "progress.csv", newline="") as f:
-        return float(list(csv.DictReader(f))[-1]["sps"])  # the last row: over the whole run
+        rows = list(csv.DictReader(f))  # the last row's sps: over the whole training loop
+    return (int(rows[-1]["global_step"]) / wall, float(rows[-1]["sps"])) if whole_process else float(
+        rows[-1]["sps"])
+
+
+def cleanrl_sps(python, git_dir, env, steps, workdir):
+    """CleanRL ppo.py at its defaults: (steps over the process's wall time, its own last "SPS:")."""
+    source = Path(workdir) / "cleanrl_ppo.py"
+    if not source.exists():
+        shown = subprocess.run(["git", "--git-dir", str(git_dir), "show", "HEAD:cleanrl/ppo.py"],
+                               capture_output=True, text=True)
+        if shown.returncode != 0:
+            raise Failed(f"cannot read cleanrl/ppo.py from {git_dir}: {shown.stderr.strip()}")
+        source.write_text(shown.stdout)
+    cmd = [python, str(source), "--seed", "1", "--env-id", env, "--total-timesteps", str(steps)]
+    start = time.perf_counter()
+    result = subprocess.run(cmd, capture_output=True, text=True, cwd=workdir,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    wall = time.perf_counter() - start
+    found = re.findall(r"SPS: (\d+)", result.stdout)
+    if result.returncode != 0 or not found:
+        lines = (result.stderr or result.stdout).strip().splitlines() or ["no output"]
+        raise Failed(f"CleanRL ppo.py exited with {result.returncode}: {lines[-1]}")
+    # CleanRL runs whole batches of 4 x 128: the steps it took, for the whole-process rate
+    return (steps // CLEANRL_BATCH * CLEANRL_BATCH / wall, float(found[-1]))
 
 
 def raw_sps(make_vector_env, env, num_envs, vector, steps):
@@ -155,6 +207,16 @@ def build_parser():
                         help="interpreter that runs SB3 PPO, e.g. a separate venv with stable-baselines3 "
                              "(default: this one, %(default)s)")
     parser.add_argument("--no-sb3", action="store_true", help="skip the SB3 comparison (default: run it)")
+    parser.add_argument("--rounds", type=positive_int, default=1,
+                        help="times the whole order runs, alternating the sides; medians (default: %(default)s)")
+    parser.add_argument("--cleanrl-git", type=Path,
+                        help="CleanRL's git directory: adds the CleanRL ppo.py pair on CartPole-v1 "
+                             "(default: %(default)s, skipped)")
+    parser.add_argument("--cleanrl-python", help="interpreter for CleanRL ppo.py, with gymnasium 0.29, tyro and "
+                                                 "tensorboard (default: --sb3-python's)")
+    parser.add_argument("--cleanrl-steps", type=positive_int, default=200 * CLEANRL_BATCH,
+                        help=f"steps of each side of the CleanRL pair, whole batches of {CLEANRL_BATCH} "
+                             "(default: %(default)s)")
     return parser
 
 
@@ -173,6 +235,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.steps < BATCH:
         parser.error(f"--steps must be at least one batch of {BATCH}, got {args.steps}")
+    if args.cleanrl_steps % CLEANRL_BATCH:
+        parser.error(f"--cleanrl-steps must be whole batches of {CLEANRL_BATCH}, got {args.cleanrl_steps}")
     bad = [n for n in args.num_envs_list if BATCH % n]
     if bad:
         parser.error(f"--num-envs-list values must divide {BATCH}, got {bad}")
@@ -193,16 +257,39 @@ def main(argv=None):
             return None
 
     sb3_skip = "--no-sb3" if args.no_sb3 else sb3_available(args.sb3_python)
-    print(f"speed.py: {args.steps:,} steps per measurement, one at a time; default settings "
-          f"(1 env, sync, batch {BATCH}, torch threads 1, CPU)", flush=True)
+    print(f"speed.py: {args.steps:,} steps per measurement, one at a time, {args.rounds} round(s); default "
+          f"settings (1 env, sync, batch {BATCH}, torch threads 1, CPU)", flush=True)
+    cleanrl_pair = args.cleanrl_git is not None and "ppo_clip" in args.scripts and "CartPole-v1" in args.envs
     with tempfile.TemporaryDirectory(prefix="speed-") as workdir:
-        raw, train, sb3 = {}, {}, {}
-        for env in args.envs:
-            raw[env] = attempt(lambda: raw_sps(make_vector_env, env, 1, "sync", args.steps))
-            for script in args.scripts:
-                train[script, env] = attempt(train_sps, args.python, script, env, args.steps, [], workdir)
-            if sb3_skip is None:
-                sb3[env] = attempt(sb3_sps, args.sb3_python, env, args.steps)
+        rounds = {}  # (who, env) -> the value of each round; a failed measurement is left out
+
+        def measure(key, function, *function_args):
+            value = attempt(function, *function_args)
+            if value is not None:
+                rounds.setdefault(key, []).append(value)
+                shown = value if isinstance(value, tuple) else (value,)
+                print(f"[speed.py] {' '.join(key)}: {' / '.join(f'{v:,.0f}' for v in shown)} SPS", flush=True)
+
+        for _ in range(args.rounds):
+            for env in args.envs:
+                measure(("raw env", env), lambda: raw_sps(make_vector_env, env, 1, "sync", args.steps))
+                for script in args.scripts:
+                    measure((script, env), train_sps, args.python, script, env, args.steps, [], workdir)
+                if sb3_skip is None:
+                    measure(("SB3 PPO", env), sb3_sps, args.sb3_python, env, args.steps)
+            if cleanrl_pair:
+                measure(("ppo_clip at CleanRL's settings", "CartPole-v1"), train_sps, args.python, "ppo_clip",
+                        "CartPole-v1", args.cleanrl_steps, CLEANRL_FLAGS, workdir, True)
+                measure(("CleanRL ppo.py", "CartPole-v1"), cleanrl_sps, args.cleanrl_python or args.sb3_python,
+                        args.cleanrl_git, "CartPole-v1", args.cleanrl_steps, workdir)
+
+        def median(who, env, part=None):  # None where every round failed
+            values = rounds.get((who, env))
+            return values and statistics.median(v if part is None else v[part] for v in values)
+
+        raw = {env: median("raw env", env) for env in args.envs}
+        train = {(script, env): median(script, env) for script in args.scripts for env in args.envs}
+        sb3 = {env: median("SB3 PPO", env) for env in args.envs}
 
         header = (f"{'script':<12} {'env':<16} {'train SPS':>10} {'raw env SPS':>12} {'train/raw':>10}"
                   f" {'SB3 PPO SPS':>12} {'ours/SB3':>9}")
@@ -232,6 +319,20 @@ def main(argv=None):
                 print(f"  CartPole-v1: training SPS >= {SB3_GOAL:g}x SB3 PPO's: {', '.join(parts)}")
             else:
                 print(f"  CartPole-v1: training SPS >= {SB3_GOAL:g}x SB3 PPO's: not measured (SB3 skipped)")
+
+        if cleanrl_pair:
+            ours, theirs = (median(who, "CartPole-v1", 0) for who in ("ppo_clip at CleanRL's settings",
+                                                                        "CleanRL ppo.py"))
+            print(f"\nCartPole-v1 at CleanRL ppo.py's settings, {args.cleanrl_steps:,} steps, whole process "
+                  f"(own in-loop SPS in brackets), median of {args.rounds} round(s):")
+            for who in ("ppo_clip at CleanRL's settings", "CleanRL ppo.py"):
+                print(f"  {who:<32} {num(median(who, 'CartPole-v1', 0)):>8} "
+                      f"({num(median(who, 'CartPole-v1', 1))})")
+            verdict = "" if None in (ours, theirs) else " (met)" if ours >= CLEANRL_GOAL * theirs else " (NOT met)"
+            print(f"  ppo_clip / CleanRL ppo.py: {ratio_text(ours, theirs, False)}; goal >= "
+                  f"{CLEANRL_GOAL:g}x{verdict}")
+        elif args.cleanrl_git is not None:
+            print("\nCleanRL ppo.py: skipped (the pair needs ppo_clip among --scripts and CartPole-v1 among --envs)")
 
         if not args.no_scaling:
             print(f"\nscaling: SPS by --num-envs N and --vector, batch kept at {BATCH} (--num-steps {BATCH}/N)")

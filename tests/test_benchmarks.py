@@ -240,6 +240,7 @@ def test_cg_quality_compares_iteration_counts_on_a_checkpoint(tmp_path):
     ("run", ["--envs", "NoSuchEnv-v0"]),  # no default budget
     ("report", ["no-such-folder"]),
     ("speed", ["--scripts", "nonexistent"]),
+    ("speed", ["--cleanrl-steps", "1000"]),  # not whole batches of CleanRL's 4 x 128
     ("cg_quality", ["no-such-model.pt"]),
     ("cg_quality", ["model.pt", "--iters", "many"]),
     ("evaluate", ["nowhere"]),
@@ -275,8 +276,14 @@ def test_warm_up_measures_a_small_gap_between_the_acting_policy_and_pi_old(tmp_p
 
 def test_speed_prints_the_ratio(tmp_path):
     result = tool("speed", "--steps", 2048, "--scripts", "ppo_clip", "--envs", "CartPole-v1", "--no-scaling",
-                  "--no-sb3", cwd=tmp_path)
+                  "--no-sb3", "--rounds", 2, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
+    order = re.findall(r"^\[speed.py\] (.+): [\d,]+ SPS$", result.stdout, re.M)
+    assert order == ["raw env CartPole-v1", "ppo_clip CartPole-v1"] * 2  # alternating, round by round
+    measured = [float(x.replace(",", "")) for x in re.findall(r"^\[speed.py\] ppo_clip \S+: ([\d,]+)",
+                                                              result.stdout, re.M)]
+    row = re.search(r"^ppo_clip\s+CartPole-v1\s+([\d,]+)", result.stdout, re.M)
+    assert abs(float(row.group(1).replace(",", "")) - sum(measured) / 2) <= 1  # the median of two
     assert re.search(r"^ppo_clip\s+CartPole-v1\s+[\d,]+\s+[\d,]+\s+\d+%", result.stdout, re.M), result.stdout
     assert "SB3 PPO: skipped (--no-sb3" in result.stdout
 
