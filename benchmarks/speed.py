@@ -214,9 +214,9 @@ def build_parser():
                              "(default: %(default)s, skipped)")
     parser.add_argument("--cleanrl-python", help="interpreter for CleanRL ppo.py, with gymnasium 0.29, tyro and "
                                                  "tensorboard (default: --sb3-python's)")
-    parser.add_argument("--cleanrl-steps", type=positive_int, default=200 * CLEANRL_BATCH,
+    parser.add_argument("--cleanrl-steps", type=positive_int, default=500_000 // CLEANRL_BATCH * CLEANRL_BATCH,
                         help=f"steps of each side of the CleanRL pair, whole batches of {CLEANRL_BATCH} "
-                             "(default: %(default)s)")
+                             "(default: %(default)s, what CleanRL's default 500,000 runs)")
     return parser
 
 
