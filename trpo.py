@@ -768,7 +768,7 @@ def train(args):
     spent. Everything around this loop is Part 2's Run. Returns a summary dict."""
     run = Run(args)  # Part 2: checks the input, opens the run directory; resume, logs, checkpoints
     try:
-        envs, obs = run.make_envs()  # and seeds all, before the networks: their weights are random
+        envs, obs = run.envs, run.obs  # seeded by Run, before the networks: their weights too
         agent = Agent(**run.spaces, hidden_sizes=args.hidden_sizes, norm_obs=args.norm_obs,
                       obs_clip=args.obs_clip, share_cnn=SHARE_CNN).to(run.device)
         optimizers = make_optimizers(agent, args)
@@ -1100,10 +1100,6 @@ def all_gather_rows(x):
     dist.all_gather(parts, x.contiguous())
     return torch.cat(parts)
 
-
-def any_rank(flag):
-    """True on every rank if it is true on any: a decision all ranks must take together."""
-    return all_reduce_mean_(torch.tensor(float(flag))).item() > 0
 # === end shared ===
 
 
@@ -1184,20 +1180,17 @@ class Run:
         self.compile_elapsed = resumed.get("compile_time", 0.0)  # torch.compile's, resumes before
         # Where the schedules' line starts (see schedule_progress): a resumed run's last update.
         self.anchor = self.last = tuple(resumed.get("schedule", (0, 0.0)))
-        # A resumed run plays new episodes, seeded by its step so they differ from the
-        # ones already played; each rank's environments get their own seeds.
-        self.seed = args.seed + self.global_step + self.rank * args.num_envs
-        self.video_dir = self.dir / "videos" if args.capture_video and self.rank == 0 else None
         self.episodes = EpisodeTracker(args.num_envs, self.global_step,
                                        args.num_envs * self.world_size)
-        self.tb = self.previous_handler = self.envs = None  # close() closes what was opened
+        self.tb = self.previous_handler = None  # close() closes what was opened
         self.sigint = self.stopped = False
-
-    def make_envs(self):
-        """The vector env, then every seed (see seed_everything); returns it and its first obs."""
-        self.envs = make_vector_env(self.args.env, self.args.num_envs, self.args.vector,
-                                    self.video_dir)
-        return self.envs, seed_everything(self.seed, self.envs)
+        # Last, so that nothing fails with the environments open before train's try/finally.
+        video_dir = self.dir / "videos" if args.capture_video and self.rank == 0 else None
+        self.envs = make_vector_env(args.env, args.num_envs, args.vector, video_dir)
+        # A resumed run plays new episodes, seeded by its step so they differ from the
+        # ones already played; each rank's environments get their own seeds.
+        self.obs = seed_everything(args.seed + self.global_step + self.rank * args.num_envs,
+                                   self.envs)  # the first observations
 
     def begin(self, agent, optimizers, algorithm_state, reward_scaler):
         """Restore the checkpoint if resuming, start every rank from rank 0's weights,
@@ -1242,7 +1235,8 @@ class Run:
               flush=True)
 
     def stop_requested(self):
-        self.stopped = any_rank(self.sigint)  # a Ctrl-C on any rank stops them all
+        # A Ctrl-C on any rank stops them all, together: the ranks' mean of the flag is above 0.
+        self.stopped = all_reduce_mean_(torch.tensor(float(self.sigint))).item() > 0
         return self.stopped
 
     def end_update(self, batch_size, batch, stats, progress):
@@ -1316,8 +1310,7 @@ class Run:
         atomic_write(self.dir / "model.pt", lambda tmp: torch.save(state, tmp))
 
     def close(self):
-        if self.envs is not None:
-            self.envs.close()
+        self.envs.close()
         if self.tb is not None:
             self.tb.close()
         if self.previous_handler is not None:

@@ -121,7 +121,8 @@ def cuda_backend_worker(rank, port, script, out):
         device = module.start_distributed("auto", True)  # a CNN agent: auto takes the GPU
     results = {"device": str(device), "backend": asked}
     try:
-        results["any_rank"] = module.any_rank(rank == 1)  # stop_requested, every iteration
+        # stop_requested's test, every iteration: a Ctrl-C on rank 1 alone stops both ranks
+        results["any_rank"] = module.all_reduce_mean_(torch.tensor(float(rank == 1))).item() > 0
         results["mean"] = module.all_reduce_mean_(torch.full((4,), float(rank))).tolist()
         results["rows"] = module.all_gather_rows(torch.full((2, 3), float(rank))).shape
         lists = [None, None]  # end_update gathers each rank's finished games so
