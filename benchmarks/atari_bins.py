@@ -62,6 +62,8 @@ def main():
     print("|---|---|" + "---|" * args.bins)
     for folder in args.folders:
         for run in sorted(p for p in folder.iterdir() if p.is_dir()):
+            if not ((run / "log.txt").exists() or (run / "progress.csv").exists()):
+                continue  # a run that has not finished its first update: nothing to show yet
             games, last = read_run(run)
             name = run.name if len(args.folders) == 1 else f"{folder.name}/{run.name}"
             cells = binned_means(games, last, args.bin, args.bins)
