@@ -93,9 +93,14 @@ class Failed(Exception):
 # ----------------------------------------------------------------------------------
 # The three measurements
 # ----------------------------------------------------------------------------------
-def train_sps(python, script, env, steps, extra, workdir, whole_process=False):
-    """Train `script` for `steps` steps in a fresh run directory; its own SPS, or with
-    `whole_process` (steps over the process's wall time, own SPS)."""
+def train_sps(python, script, env, steps, extra, workdir):
+    """Train `script` for `steps` steps in a fresh run directory; its own SPS."""
+    return train_process_sps(python, script, env, steps, extra, workdir)[1]
+
+
+def train_process_sps(python, script, env, steps, extra, workdir):
+    """Train `script` for `steps` steps in a fresh run directory: (steps over the process's wall
+    time, its own SPS in the training loop)."""
     run_dir = Path(tempfile.mkdtemp(dir=workdir)) / "run"
     cmd = [python, str(REPO / f"{script}.py"), "--env", env, "--total-timesteps", str(steps),
            "--run-dir", str(run_dir), *extra]
@@ -106,12 +111,11 @@ def train_sps(python, script, env, steps, extra, workdir, whole_process=False):
         lines = (result.stderr or result.stdout).strip().splitlines() or ["no output"]
         raise Failed(f"{script} exited with {result.returncode}: {lines[-1]}")
     with open(run_dir / "progress.csv", newline="") as f:
-        rows = list(csv.DictReader(f))  # the last row's sps: over the whole training loop
-    return (int(rows[-1]["global_step"]) / wall, float(rows[-1]["sps"])) if whole_process else float(
-        rows[-1]["sps"])
+        last = list(csv.DictReader(f))[-1]  # its sps: over the whole training loop
+    return int(last["global_step"]) / wall, float(last["sps"])
 
 
-def cleanrl_sps(python, git_dir, env, steps, workdir):
+def cleanrl_ppo_sps(python, git_dir, env, steps, workdir):
     """CleanRL ppo.py at its defaults: (steps over the process's wall time, its own last "SPS:")."""
     source = Path(workdir) / "cleanrl_ppo.py"
     if not source.exists():
@@ -278,9 +282,9 @@ def main(argv=None):
                 if sb3_skip is None:
                     measure(("SB3 PPO", env), sb3_sps, args.sb3_python, env, args.steps)
             if cleanrl_pair:
-                measure(("ppo_clip at CleanRL's settings", "CartPole-v1"), train_sps, args.python, "ppo_clip",
-                        "CartPole-v1", args.cleanrl_steps, CLEANRL_FLAGS, workdir, True)
-                measure(("CleanRL ppo.py", "CartPole-v1"), cleanrl_sps, args.cleanrl_python or args.sb3_python,
+                measure(("ppo_clip at CleanRL's settings", "CartPole-v1"), train_process_sps, args.python,
+                        "ppo_clip", "CartPole-v1", args.cleanrl_steps, CLEANRL_FLAGS, workdir)
+                measure(("CleanRL ppo.py", "CartPole-v1"), cleanrl_ppo_sps, args.cleanrl_python or args.sb3_python,
                         args.cleanrl_git, "CartPole-v1", args.cleanrl_steps, workdir)
 
         def median(who, env, part=None):  # None where every round failed

@@ -288,6 +288,30 @@ def test_speed_prints_the_ratio(tmp_path):
     assert "SB3 PPO: skipped (--no-sb3" in result.stdout
 
 
+def test_speed_runs_the_cleanrl_pair_from_a_git_directory(tmp_path):
+    """The CleanRL pair's plumbing, with a stand-in for cleanrl/ppo.py committed to a git repo: it
+    is read from the repository, run with its flags, and its "SPS:" line parsed and compared."""
+    fake = tmp_path / "cleanrl"
+    (fake / "cleanrl").mkdir(parents=True)
+    (fake / "cleanrl" / "ppo.py").write_text(
+        "import sys\nassert sys.argv[1:] == ['--seed', '1', '--env-id', 'CartPole-v1', "
+        "'--total-timesteps', '1024']\nprint('SPS: 500')\n")
+    for git in (["init", "-q"], ["add", "."], ["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "x"]):
+        subprocess.run(["git", *git], cwd=fake, check=True, capture_output=True)
+    result = tool("speed", "--steps", 2048, "--scripts", "ppo_clip", "--envs", "CartPole-v1", "--no-scaling",
+                  "--no-sb3", "--cleanrl-git", fake / ".git", "--cleanrl-python", sys.executable,
+                  "--cleanrl-steps", 1024, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    ours = re.search(r"^  ppo_clip at CleanRL's settings\s+([\d,]+) \(([\d,]+)\)$", result.stdout, re.M)
+    theirs = re.search(r"^  CleanRL ppo.py\s+([\d,]+) \(500\)$", result.stdout, re.M)
+    assert ours and theirs, result.stdout
+    whole, loop = (float(x.replace(",", "")) for x in ours.groups())
+    assert 0 < whole < loop  # start-up counts in the whole process's time only
+    ratio = whole / float(theirs.group(1).replace(",", ""))
+    reported = float(re.search(r"ppo_clip / CleanRL ppo.py: ([\d.]+)x", result.stdout).group(1))
+    assert abs(reported - ratio) <= 0.01 * ratio + 0.01
+
+
 def test_atari_speed_alternates_rounds_and_reports_medians(tmp_path):
     result = tool("atari_speed", "--scripts", "ppo_clip", "--variant", "ppo_clip --channels-last", "--steps", 1024,
                   "--rounds", 2, cwd=tmp_path)
@@ -465,9 +489,12 @@ def test_atari_bins_averages_the_games_ending_in_each_bin(tmp_path):
                                     "global_step=41000, episodic_return=[7.]\n")
     assert bins.read_run(ours) == ([(1024, 2.0), (50000, 4.0)], 51200)
     assert bins.read_run(theirs) == ([(900, 1.0), (41000, 7.0)], 41000)
+    (tmp_path / "c-started").mkdir()  # a run before its first update: no row, no failure
+    (tmp_path / "c-started" / "config.json").write_text("{}")
     result = tool("atari_bins", tmp_path, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
+    assert len(lines) == 4
     assert lines[2].startswith("| a-ours | 51,200 | 2.00 | 4.00* | — |")
     assert lines[3].startswith("| b-cleanrl | 41,000 | 1.00 | 7.00* | — |")
     # Several folders, bins of 50K: rows named folder/run.
