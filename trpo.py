@@ -227,7 +227,7 @@ class Agent(nn.Module):
     `obs_rms.update`, called by training between updates, changes them. Images are only scaled to
     [0, 1]. Methods take raw observations (B, *obs_shape), but the two *_from_* ones. Policy:
     categorical over logits (Discrete), or a diagonal Gaussian with a learned, state-independent
-    log-std (Box; PPO section 6.1)."""
+    log-std (Box; PPO section 6.1, after TRPO appendix D)."""
 
     def __init__(self, obs_shape, action_dim, continuous, hidden_sizes=(64, 64), norm_obs=True,
                  obs_clip=10.0, share_cnn=False):
@@ -703,7 +703,7 @@ def update(agent, optimizers, state, batch, args, progress):
     fvp_obs = batch.obs
     if args.fvp_subsample < 1.0:
         keep = torch.randperm(batch.obs.shape[0], device=batch.obs.device)
-        fvp_obs = batch.obs[keep[:math.ceil(args.fvp_subsample * len(keep))]]  # (B', obs_dim)
+        fvp_obs = batch.obs[keep[:math.ceil(args.fvp_subsample * len(keep))]]  # (B', ...)
     fvp_dist, fvp_old = policy_and_old(agent, fvp_obs)
     fvp_kl = mean_kl(fvp_old, fvp_dist)  # 0 at theta_old; its Hessian is F
     kl_grad = flat_grad(fvp_kl, params, create_graph=True)  # (P,)
