@@ -363,8 +363,7 @@ def collect_rollout(envs, agent, buf, obs, gamma, episodes, warm_up=False):
     buf.logprobs.copy_(policy.log_prob(buf.actions.flatten(0, 1)).view_as(buf.logprobs))
     buf.values.copy_(values.view_as(buf.values))  # (T * N,) each
     buf.next_value.copy_(agent.get_value(as_input(obs)))
-    # A time limit stops the episode in a state that is not terminal: its value
-    # V(s_final) belongs in the return (Pardo et al. 2018, "Time Limits in RL").
+    # Where a time limit cut an episode, V(s_final) belongs in the return (Pardo et al. 2018).
     buf.bootstrap.zero_()
     for t, cut, final_obs in cuts:
         value = agent.get_value(as_input(final_obs))
@@ -387,8 +386,7 @@ class RewardScaler(RunningMeanStd):
         self.gamma, self.clip = gamma, clip
         self.discounted = np.zeros(num_envs)  # running discounted return of each env, (N,)
 
-    def observe(self, rewards, dones):  # (T, N) each
-        """Fold one rollout's rewards into the statistics."""
+    def observe(self, rewards, dones):  # (T, N) each: one rollout's rewards into the statistics
         rewards, dones = rewards.cpu().double().numpy(), dones.cpu().bool().numpy()
         returns = np.empty_like(rewards)  # (T, N); a NumPy loop, as in compute_gae
         for t in range(rewards.shape[0]):
@@ -501,16 +499,14 @@ def make_optimizers(agent, args):
     return {"adam": adam}
 
 
-def initial_algorithm_state(args):
-    """PPO-clip carries nothing from one update to the next besides the optimizer."""
+def initial_algorithm_state(args):  # PPO-clip carries nothing over but the optimizer's state
     return {}
 
 
 @torch.no_grad()
 def approx_kl(agent, x, batch):
     """KL(pi_old || pi) over the batch as E[(r - 1) - log r], unbiased and never negative
-    (Schulman 2020, "Approximating KL divergence"), averaged over the ranks in place
-    by all_reduce_mean_ (Part 2)."""
+    (Schulman 2020, "Approximating KL divergence"); the ranks' mean (all_reduce_mean_, Part 2)."""
     logratio = agent.policy_from_output(agent.actor(x)).log_prob(batch.actions) - batch.logprobs
     return all_reduce_mean_(((logratio.exp() - 1) - logratio).mean()).item()
 
@@ -869,8 +865,7 @@ class FireAfterReset(gym.Wrapper):
 # KL behind its decisions; TRPO the policy gradient, the Fisher-vector products, the line search's
 # measurements and the value gradients. Normalizers merge every rank's data; rank 0 alone writes
 # the run directory. Under plain `python X.py` there is one copy and all of this does nothing.
-def world():
-    """(rank, world size) of this copy; (0, 1) when not launched by torchrun."""
+def world():  # (rank, world size) of this copy; (0, 1) when not launched by torchrun
     return (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
 
 
@@ -891,16 +886,14 @@ def start_distributed(device_name, image):
     return device
 
 
-def all_reduce_mean_(tensor):
-    """Average `tensor` over the ranks, in place; every rank gets the same bits."""
+def all_reduce_mean_(tensor):  # the mean over the ranks, in place; every rank gets the same bits
     if world()[1] > 1:
         dist.all_reduce(tensor)
         tensor /= world()[1]
     return tensor
 
 
-def average_gradients(params):
-    """Average the gradients over the ranks, in one all-reduce of their concatenation."""
+def average_gradients(params):  # the ranks' mean, in one all-reduce of their concatenation
     if world()[1] > 1:
         grads = [p.grad for p in params if p.grad is not None]
         flat = all_reduce_mean_(torch.cat([g.reshape(-1) for g in grads]))
@@ -908,8 +901,7 @@ def average_gradients(params):
             g.copy_(averaged.view_as(g))
 
 
-def all_gather_rows(x):
-    """Every rank's (B, ...) tensor, concatenated in rank order: (world * B, ...)."""
+def all_gather_rows(x):  # every rank's (B, ...) x, concatenated in rank order: (world * B, ...)
     if world()[1] == 1:
         return x
     parts = [torch.empty_like(x) for _ in range(world()[1])]
@@ -982,10 +974,9 @@ class Run:
                 raise UsageError(f"run directory {self.dir} already exists; pick another "
                                  f"--run-dir or continue it with --resume {self.dir}")
             self.dir.mkdir(parents=True, exist_ok=True)
-            versions = {"python": sys.version.split()[0], "torch": torch.__version__,
-                        "gymnasium": gym.__version__, "numpy": np.__version__}
-            if importlib.util.find_spec("mujoco"):  # what the MuJoCo tasks ran on
-                versions["mujoco"] = importlib.import_module("mujoco").__version__
+            versions = {"python": sys.version.split()[0]} | {  # mujoco and ale_py only if imported
+                name: sys.modules[name].__version__ for name in
+                ("torch", "gymnasium", "numpy", "mujoco", "ale_py") if name in sys.modules}
             config = {"algorithm": ALGORITHM, "settings": self.settings, "versions": versions}
             text = json.dumps(config, indent=2)
             atomic_write(self.dir / "config.json", lambda tmp: tmp.write_text(text))
@@ -1103,8 +1094,7 @@ class Run:
         return self.compile_elapsed + torch._dynamo.utils.calculate_time_spent().get(
             "total_wall_time", 0.0)
 
-    def finish(self):
-        """The last checkpoint, after the budget is spent or Ctrl-C."""
+    def finish(self):  # the last checkpoint, after the budget is spent or Ctrl-C
         self.save()
         if self.stopped and self.rank == 0:
             print(f"[{ALGORITHM}] stopped at step {self.global_step:,}; continue with: "
@@ -1143,15 +1133,11 @@ def atomic_write(path, write):
     os.replace(tmp, path)
 
 
-def read_csv(path):
-    if not path.exists():
-        return []
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
+def read_csv(path):  # a list of dicts, one per row; [] if the file is not written yet
+    return list(csv.DictReader(path.read_text().splitlines())) if path.exists() else []
 
 
-def append_csv(path, rows, header):
-    """Append rows to a CSV file, starting it with `header` if it is new."""
+def append_csv(path, rows, header):  # a new file starts with `header`
     new_file = not path.exists()
     with open(path, "a", newline="") as f:
         csv.writer(f).writerows([header, *rows] if new_file else rows)
@@ -1178,8 +1164,7 @@ def load_checkpoint(path, device="cpu"):
     return checkpoint
 
 
-def load_agent(path, device="cpu"):
-    """Rebuild the Agent, normalizer statistics included, from a model.pt."""
+def load_agent(path, device="cpu"):  # the Agent of a model.pt, normalizer statistics included
     checkpoint = load_checkpoint(path, device)
     agent = Agent(**checkpoint["agent_config"]).to(device)
     agent.load_state_dict(checkpoint["agent"])
@@ -1201,9 +1186,8 @@ def evaluate(agent, env_id, episodes, seed, device="cpu", deterministic=True, vi
             while not done:
                 obs_t = torch.as_tensor(np.asarray(obs), device=device)[None]  # a batch of one
                 dist = agent.distribution(obs_t if agent.image else obs_t.float())
-                action = dist.sample() if not deterministic else (
-                    dist.mean if agent.continuous else dist.probs.argmax(-1))
-                action = action[0].cpu().numpy()
+                action = ((dist.mean if agent.continuous else dist.probs.argmax(-1))
+                          if deterministic else dist.sample())[0].cpu().numpy()
                 if agent.continuous:
                     action = np.clip(action, env.action_space.low, env.action_space.high)
                 obs, reward, terminated, truncated, info = env.step(action)

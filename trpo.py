@@ -389,8 +389,7 @@ def collect_rollout(envs, agent, buf, obs, gamma, episodes, warm_up=False):
     buf.logprobs.copy_(policy.log_prob(buf.actions.flatten(0, 1)).view_as(buf.logprobs))
     buf.values.copy_(values.view_as(buf.values))  # (T * N,) each
     buf.next_value.copy_(agent.get_value(as_input(obs)))
-    # A time limit stops the episode in a state that is not terminal: its value
-    # V(s_final) belongs in the return (Pardo et al. 2018, "Time Limits in RL").
+    # Where a time limit cut an episode, V(s_final) belongs in the return (Pardo et al. 2018).
     buf.bootstrap.zero_()
     for t, cut, final_obs in cuts:
         value = agent.get_value(as_input(final_obs))
@@ -413,8 +412,7 @@ class RewardScaler(RunningMeanStd):
         self.gamma, self.clip = gamma, clip
         self.discounted = np.zeros(num_envs)  # running discounted return of each env, (N,)
 
-    def observe(self, rewards, dones):  # (T, N) each
-        """Fold one rollout's rewards into the statistics."""
+    def observe(self, rewards, dones):  # (T, N) each: one rollout's rewards into the statistics
         rewards, dones = rewards.cpu().double().numpy(), dones.cpu().bool().numpy()
         returns = np.empty_like(rewards)  # (T, N); a NumPy loop, as in compute_gae
         for t in range(rewards.shape[0]):
@@ -546,9 +544,8 @@ def surrogate_gain(logratio, advantages):
     is TRPO's surrogate (section 2), importance-sampled from the batch (section 5).
 
     Since the ratio is 1 at theta_old, the gain is E[(ratio - 1) * A]: the same gradient as L, and
-    the improvement the line search checks, computed without subtracting two nearly equal means.
-    expm1 gives ratio - 1 to full float32 precision for the tiny log-ratios of a 0.01-KL step, where
-    exp(x) - 1 rounds."""
+    the improvement the line search checks, without subtracting two nearly equal means. expm1 gives
+    ratio - 1 in full float32 precision for a 0.01-KL step's tiny log-ratios; exp(x) - 1 rounds."""
     return (torch.expm1(logratio) * advantages).mean()
 
 
@@ -565,9 +562,8 @@ def fisher_vector_product(kl_grad, params, vector, damping):
     Fisher information matrix there (the KL's gradient is zero at its minimum, and its curvature is
     E[grad log pi grad log pi^T]). `kl_grad` is grad_theta of that KL as a flat (P,) vector built
     with create_graph=True, pi_old detached; differentiating kl_grad . v once more gives F v
-    (Pearlmutter 1994), at about the cost of one more backward pass. The damping is not in the
-    paper: it bounds F's smallest eigenvalue away from 0, so directions the batch says nothing
-    about do not get huge steps."""
+    (Pearlmutter 1994), for about one more backward pass. The damping (not in the paper) lifts every
+    eigenvalue by lambda: directions the batch says nothing of get no huge steps."""
     return flat_grad(kl_grad @ vector, params, retain_graph=True) + damping * vector
 
 
@@ -595,9 +591,8 @@ def conjugate_gradient(Avp, b, iters, residual_tol):
         alpha = rr / curvature
         x += alpha * p
         r -= alpha * Ap
-        rr_new = r @ r
-        p = r + (rr_new / rr) * p
-        rr = rr_new
+        rr, rr_old = r @ r, rr
+        p = r + (rr / rr_old) * p
     return x, iters
 
 
@@ -669,8 +664,7 @@ def make_optimizers(agent, args):
     return {"value_adam": adam}
 
 
-def initial_algorithm_state(args):
-    """Nothing carries over between updates: delta is fixed; g and F come from each batch."""
+def initial_algorithm_state(args):  # nothing carries over: delta is fixed, g and F are the batch's
     return {}
 
 
@@ -712,8 +706,7 @@ def update(agent, optimizers, state, batch, args, progress):
         # Averaged over ranks: F is then the Fisher matrix of all ranks' states together.
         return all_reduce_mean_(fisher_vector_product(kl_grad, params, v, args.cg_damping))
 
-    # s ~= F^-1 g, the natural gradient direction, by k CG iterations (appendix C; k = 10 in the
-    # paper, 25 here: late in training 10 leave a quarter or more of the step's progress unused).
+    # s ~= F^-1 g, the natural gradient direction, by --cg-iters CG iterations (appendix C).
     s, cg_iters = conjugate_gradient(fvp, g, args.cg_iters, CG_RESIDUAL_TOL)  # (P,), products
     Fs = fvp(s)  # one more product gives both s^T (F + lambda I) s and CG's true residual
     sFs = (s @ Fs).item()
@@ -728,9 +721,8 @@ def update(agent, optimizers, state, batch, args, progress):
     accepted, backtracks, gain, kl = False, 0, 0.0, 0.0
     if sFs > 0 and math.isfinite(sFs):
         # The maximal step beta * s, beta = sqrt(2 delta / s^T F s) in appendix C: where the
-        # quadratic model of the KL, 1/2 beta^2 s^T F s, reaches delta. fvp is damped, so sFs
-        # is s^T (F + lambda I) s and the model's KL of this step is delta times s^T F s over
-        # that: a step somewhat inside the trust region, as in modular_rl and its successors.
+        # quadratic model of the KL, 1/2 beta^2 s^T F s, reaches delta. fvp is damped, so this
+        # step lands somewhat inside the trust region (the module docstring says how far).
         full_step = math.sqrt(2.0 * args.max_kl / sFs) * s  # (P,)
         if args.line_search:
             accepted, backtracks, gain, kl = backtracking_line_search(
@@ -1053,8 +1045,7 @@ class FireAfterReset(gym.Wrapper):
 # KL behind its decisions; TRPO the policy gradient, the Fisher-vector products, the line search's
 # measurements and the value gradients. Normalizers merge every rank's data; rank 0 alone writes
 # the run directory. Under plain `python X.py` there is one copy and all of this does nothing.
-def world():
-    """(rank, world size) of this copy; (0, 1) when not launched by torchrun."""
+def world():  # (rank, world size) of this copy; (0, 1) when not launched by torchrun
     return (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
 
 
@@ -1075,16 +1066,14 @@ def start_distributed(device_name, image):
     return device
 
 
-def all_reduce_mean_(tensor):
-    """Average `tensor` over the ranks, in place; every rank gets the same bits."""
+def all_reduce_mean_(tensor):  # the mean over the ranks, in place; every rank gets the same bits
     if world()[1] > 1:
         dist.all_reduce(tensor)
         tensor /= world()[1]
     return tensor
 
 
-def average_gradients(params):
-    """Average the gradients over the ranks, in one all-reduce of their concatenation."""
+def average_gradients(params):  # the ranks' mean, in one all-reduce of their concatenation
     if world()[1] > 1:
         grads = [p.grad for p in params if p.grad is not None]
         flat = all_reduce_mean_(torch.cat([g.reshape(-1) for g in grads]))
@@ -1092,8 +1081,7 @@ def average_gradients(params):
             g.copy_(averaged.view_as(g))
 
 
-def all_gather_rows(x):
-    """Every rank's (B, ...) tensor, concatenated in rank order: (world * B, ...)."""
+def all_gather_rows(x):  # every rank's (B, ...) x, concatenated in rank order: (world * B, ...)
     if world()[1] == 1:
         return x
     parts = [torch.empty_like(x) for _ in range(world()[1])]
@@ -1166,10 +1154,9 @@ class Run:
                 raise UsageError(f"run directory {self.dir} already exists; pick another "
                                  f"--run-dir or continue it with --resume {self.dir}")
             self.dir.mkdir(parents=True, exist_ok=True)
-            versions = {"python": sys.version.split()[0], "torch": torch.__version__,
-                        "gymnasium": gym.__version__, "numpy": np.__version__}
-            if importlib.util.find_spec("mujoco"):  # what the MuJoCo tasks ran on
-                versions["mujoco"] = importlib.import_module("mujoco").__version__
+            versions = {"python": sys.version.split()[0]} | {  # mujoco and ale_py only if imported
+                name: sys.modules[name].__version__ for name in
+                ("torch", "gymnasium", "numpy", "mujoco", "ale_py") if name in sys.modules}
             config = {"algorithm": ALGORITHM, "settings": self.settings, "versions": versions}
             text = json.dumps(config, indent=2)
             atomic_write(self.dir / "config.json", lambda tmp: tmp.write_text(text))
@@ -1287,8 +1274,7 @@ class Run:
         return self.compile_elapsed + torch._dynamo.utils.calculate_time_spent().get(
             "total_wall_time", 0.0)
 
-    def finish(self):
-        """The last checkpoint, after the budget is spent or Ctrl-C."""
+    def finish(self):  # the last checkpoint, after the budget is spent or Ctrl-C
         self.save()
         if self.stopped and self.rank == 0:
             print(f"[{ALGORITHM}] stopped at step {self.global_step:,}; continue with: "
@@ -1327,15 +1313,11 @@ def atomic_write(path, write):
     os.replace(tmp, path)
 
 
-def read_csv(path):
-    if not path.exists():
-        return []
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
+def read_csv(path):  # a list of dicts, one per row; [] if the file is not written yet
+    return list(csv.DictReader(path.read_text().splitlines())) if path.exists() else []
 
 
-def append_csv(path, rows, header):
-    """Append rows to a CSV file, starting it with `header` if it is new."""
+def append_csv(path, rows, header):  # a new file starts with `header`
     new_file = not path.exists()
     with open(path, "a", newline="") as f:
         csv.writer(f).writerows([header, *rows] if new_file else rows)
@@ -1362,8 +1344,7 @@ def load_checkpoint(path, device="cpu"):
     return checkpoint
 
 
-def load_agent(path, device="cpu"):
-    """Rebuild the Agent, normalizer statistics included, from a model.pt."""
+def load_agent(path, device="cpu"):  # the Agent of a model.pt, normalizer statistics included
     checkpoint = load_checkpoint(path, device)
     agent = Agent(**checkpoint["agent_config"]).to(device)
     agent.load_state_dict(checkpoint["agent"])
@@ -1385,9 +1366,8 @@ def evaluate(agent, env_id, episodes, seed, device="cpu", deterministic=True, vi
             while not done:
                 obs_t = torch.as_tensor(np.asarray(obs), device=device)[None]  # a batch of one
                 dist = agent.distribution(obs_t if agent.image else obs_t.float())
-                action = dist.sample() if not deterministic else (
-                    dist.mean if agent.continuous else dist.probs.argmax(-1))
-                action = action[0].cpu().numpy()
+                action = ((dist.mean if agent.continuous else dist.probs.argmax(-1))
+                          if deterministic else dist.sample())[0].cpu().numpy()
                 if agent.continuous:
                     action = np.clip(action, env.action_space.low, env.action_space.high)
                 obs, reward, terminated, truncated, info = env.step(action)

@@ -138,8 +138,10 @@ def test_breakout_trains_evaluates_resumes_and_refuses_pong(script, tmp_path):
     result = run_script(script, "--env", BREAKOUT, *small, "--total-timesteps", "256", "--run-dir", "run",
                         cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    settings = json.loads((tmp_path / "run" / "config.json").read_text())["settings"]
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    settings = config["settings"]
     assert settings["sign_rewards"] is True and settings["norm_reward"] is False  # the Atari defaults
+    assert "ale_py" in config["versions"] and "mujoco" not in config["versions"]  # what the run used
     with open(tmp_path / "run" / "progress.csv", newline="") as f:
         assert [int(r["global_step"]) for r in csv.DictReader(f)] == [128, 256]
     evaluation = run_script(script, "--eval", "run/model.pt", "--eval-episodes", "1", "--stochastic-eval",
