@@ -563,7 +563,7 @@ def fisher_vector_product(kl_grad, params, vector, damping):
     E[grad log pi grad log pi^T]). `kl_grad` is grad_theta of that KL as a flat (P,) vector built
     with create_graph=True, pi_old detached; differentiating kl_grad . v once more gives F v
     (Pearlmutter 1994), for about one more backward pass. The damping (not in the paper) lifts every
-    eigenvalue by lambda: directions the batch says nothing of get no huge steps."""
+    eigenvalue by `damping`: directions the batch says nothing of get no huge steps."""
     return flat_grad(kl_grad @ vector, params, retain_graph=True) + damping * vector
 
 
