@@ -110,6 +110,9 @@ def build_parser():
                         help="runs at a time (default: the number of cores here)")
     parser.add_argument("--python", default=sys.executable,
                         help="interpreter that runs the scripts")
+    parser.add_argument("--nproc", type=int, default=1,
+                        help="processes per run: more than 1 runs each script under torchrun "
+                             "--standalone as that many synchronized ranks (README: Distributed)")
     parser.add_argument("--tag", default=None,
                         help="label of runs with non-default flags (after --): they train in "
                              "<results>/<env>/<algo>+<tag>/ and report.py shows them as a tuned row "
@@ -128,6 +131,8 @@ def parse_args(argv):
     args.script_args = script_args
     if args.jobs < 1:
         parser.error(f"--jobs must be at least 1, got {args.jobs}")
+    if args.nproc < 1:
+        parser.error(f"--nproc must be at least 1, got {args.nproc}")
     if args.total_timesteps is not None and args.total_timesteps < 1:
         parser.error(f"--total-timesteps must be positive, got {args.total_timesteps}")
     if args.total_timesteps is None:
@@ -220,8 +225,12 @@ class Run:
         with open(self.log, "a") as log:
             log.write(self.finished_line(self.step()) + "\n")
 
-    def command(self, python, script_args, resume):
-        cmd = [python, str(REPO / f"{self.algo}.py"), "--env", self.env, "--seed", str(self.seed),
+    def command(self, python, script_args, resume, nproc=1):
+        # torchrun (torch.distributed.run) forwards a Ctrl-C to its ranks once: they run in
+        # sessions of their own, so the terminal's signal reaches torchrun alone.
+        launcher = [python] if nproc == 1 else [python, "-m", "torch.distributed.run", "--standalone",
+                                                 "--nproc_per_node", str(nproc)]
+        cmd = [*launcher, str(REPO / f"{self.algo}.py"), "--env", self.env, "--seed", str(self.seed),
                "--total-timesteps", str(self.budget), *script_args]
         return cmd + (["--resume", str(self.dir)] if resume else ["--run-dir", str(self.dir)])
 
@@ -233,10 +242,10 @@ def move_aside(run):
     return aside
 
 
-def launch(run, python, script_args, resume):
+def launch(run, python, script_args, resume, nproc=1):
     """Start the run's script in the background, appending its output to the log."""
     run.log.parent.mkdir(parents=True, exist_ok=True)
-    cmd = run.command(python, script_args, resume)
+    cmd = run.command(python, script_args, resume, nproc)
     with open(run.log, "a") as log:
         log.write(f"# run.py {time.strftime('%Y-%m-%d %H:%M:%S')}: {shlex.join(cmd)}\n")
         log.flush()
@@ -343,7 +352,7 @@ def main(argv=None):
                 print(f"[run.py] {run.name} died before its first checkpoint: moved to "
                       f"{move_aside(run).name}, starting again", flush=True)
             resume = states[run.name] == "resume"
-            running[run.name] = (run, launch(run, args.python, args.script_args, resume))
+            running[run.name] = (run, launch(run, args.python, args.script_args, resume, args.nproc))
         time.sleep(POLL_INTERVAL)
         for name, (run, proc) in list(running.items()):
             code = proc.poll()

@@ -218,6 +218,18 @@ def test_a_tag_needs_flags(tmp_path):
     assert not (tmp_path / "results").exists()
 
 
+def test_nproc_trains_each_run_as_torchrun_ranks(tmp_path):
+    """--nproc 2: each update takes both ranks' batches, so the steps go up by 2 x 64."""
+    result = tool("run", "--algos", "ppo_penalty", "--envs", "CartPole-v1", "--seeds", 1, "--nproc", 2,
+                  "--results", "results", "--total-timesteps", SUITE_BUDGET, "--tag", "ranks",
+                  "--", *SCRIPT_FLAGS, cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    runs = tmp_path / "results" / "CartPole-v1" / "ppo_penalty+ranks"
+    assert "torch.distributed.run --standalone --nproc_per_node 2" in (runs / "seed1.log").read_text()
+    assert steps(runs / "seed1" / "progress.csv") == [128, 256]
+    assert json.loads((runs / "seed1" / "eval.json").read_text())["model_step"] == SUITE_BUDGET
+
+
 def test_cg_quality_compares_iteration_counts_on_a_checkpoint(tmp_path):
     trained = run_script("trpo", "--env", "CartPole-v1", "--total-timesteps", 128, "--num-steps", 64,
                          "--num-minibatches", 4, "--run-dir", tmp_path / "run", cwd=tmp_path)
@@ -238,6 +250,7 @@ def test_cg_quality_compares_iteration_counts_on_a_checkpoint(tmp_path):
 @pytest.mark.parametrize("name, args", [
     ("run", ["--algos", "nonexistent", "--envs", "CartPole-v1"]),
     ("run", ["--envs", "NoSuchEnv-v0"]),  # no default budget
+    ("run", ["--envs", "CartPole-v1", "--nproc", "0"]),
     ("report", ["no-such-folder"]),
     ("speed", ["--scripts", "nonexistent"]),
     ("speed", ["--cleanrl-steps", "1000"]),  # not whole batches of CleanRL's 4 x 128
