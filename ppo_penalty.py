@@ -57,8 +57,8 @@ from torch.distributions import Categorical, Independent, Normal
 
 
 # === shared: learning settings ===
-# Every setting that changes what is learned is declared in Part 1: every script's here, the
-# algorithm's own and its Atari defaults next; Part 2 adds the run's own (env, seed, budget, files).
+# Every setting is declared in this block, read top to bottom: every script's learning settings
+# here, the algorithm's own and its Atari defaults next, the run's own (env, seed, budget, files) last.
 def add_learning_settings(group):
     """What every script learns with. Defaults: PPO paper Table 3 (MuJoCo), unless noted."""
     add, on_off = group.add_argument, argparse.BooleanOptionalAction
@@ -104,18 +104,6 @@ DESCRIPTION = "PPO with the adaptive KL penalty (arXiv 1707.06347, section 4)."
 SHARE_CNN = True
 
 
-# For ALE/* ids (Atari) these defaults replace the usual ones; a flag given still wins.
-# ppo_clip.py's Atari settings, which the paper gives for clipping alone, with this objective;
-# vf_coef is Table 5's c1 = 1 on half the squared error, so 0.5 on eq. 9's (V - V^targ)^2.
-# d_targ is Table 1's smaller 0.003: at 0.01 the penalty moved Breakout's policy about 7x as far
-# per update as clipping does, and learned more slowly (BENCHMARKS.md "Atari", 2026-12-06).
-ATARI_SOURCE = "the PPO paper's Table 5 (40M frames = 10M steps); Mnih et al. 2015's reward signs"
-ATARI_SETTINGS = {"total_timesteps": 10_000_000, "num_envs": 8, "num_steps": 128,
-                  "update_epochs": 3, "num_minibatches": 4,  # minibatch 32 x 8 = 1024 / 4
-                  "learning_rate": 2.5e-4, "anneal_lr": True, "vf_coef": 1.0, "ent_coef": 0.01,
-                  "kl_target": 0.003, "norm_reward": False, "sign_rewards": True}
-
-
 def add_algorithm_settings(group):
     """PPO-penalty's settings. Defaults: PPO paper Table 3 (MuJoCo), unless noted."""
     add, on_off = group.add_argument, argparse.BooleanOptionalAction
@@ -139,10 +127,59 @@ def add_algorithm_settings(group):
         help="stop the epochs, without stepping, once a minibatch's KL exceeds this many "
              "times --kl-target (DPPO's workers, arXiv 1707.02286: 4)")
     add("--ent-coef", type=nonnegative_float, default=0.0, help="entropy coefficient c2")
-    add("--vf-coef", type=nonnegative_float, default=0.5, help="c1 (ppo2), weighing half the MSE")
+    add("--vf-coef", type=nonnegative_float, default=0.5, help="weight of the value loss, half the "
+        "squared error: twice eq. 9's c1 (ppo2's vf_coef)")
     add("--max-grad-norm", type=positive_float, default=0.5, help="clip the gradient norm (ppo2)")
     add("--norm-adv", action=on_off, default=True,
         help="normalize advantages per minibatch (baselines ppo2)")
+
+
+# For ALE/* ids (Atari) these defaults replace the usual ones; a flag given still wins.
+# ppo_clip.py's Atari settings, which the paper gives for clipping alone, with this objective;
+# vf_coef 1.0 weighs half the squared error, so eq. 9's c1 is 0.5, half Table 5's c1 = 1.
+# d_targ is Table 1's smaller 0.003: at 0.01 the penalty moved Breakout's policy about 7x as far
+# per update as clipping does, and learned more slowly (measured over 1M-step runs).
+ATARI_SOURCE = ("the PPO paper's Table 5 (40M frames = 10M steps) but vf_coef and d_targ; "
+                "Mnih et al. 2015's reward signs")
+ATARI_SETTINGS = {"total_timesteps": 10_000_000, "num_envs": 8, "num_steps": 128,
+                  "update_epochs": 3, "num_minibatches": 4,  # minibatch 32 x 8 = 1024 / 4
+                  "learning_rate": 2.5e-4, "anneal_lr": True, "vf_coef": 1.0, "ent_coef": 0.01,
+                  "kl_target": 0.003, "norm_reward": False, "sign_rewards": True}
+
+
+
+# === shared: run settings ===
+SEED_RANGE = 2**32  # NumPy's global seed takes [0, 2^32); a resumed run's seed wraps around it
+seed_int = checked(int, lambda v: 0 <= v < SEED_RANGE, f"an integer in [0, {SEED_RANGE})")
+
+
+def add_run_settings(parser):
+    """The run's own settings: what to train on, for how long, where, and what to keep."""
+    add, on_off = parser.add_argument, argparse.BooleanOptionalAction
+    add("--env", default="CartPole-v1", help="Gymnasium id: vector or image observations, "
+        "Discrete or Box actions; ALE/* ids (Atari) take the Atari defaults (--eval: the model's)")
+    add("--seed", type=seed_int, default=1, help="seed of Python, NumPy, torch and the environments")
+    add("--total-timesteps", type=positive_int, default=1_000_000,
+        help="environment steps in all, rounded down to whole batches (PPO paper, MuJoCo)")
+    add("--vector", choices=["sync", "async"], default="sync",
+        help="step the envs in this process (sync) or in a subprocess each (async)")
+    add("--device", choices=["auto", "cpu", "cuda"], default="auto", help="auto: cuda, if "
+        "there is one, for images; the cpu for vectors (small MLPs are slower on a GPU)")
+    add("--torch-threads", type=positive_int, default=1,
+        help="torch intra-op threads: for small networks more threads only contend")
+    add("--run-dir", help="a new directory (None: runs/<env>__<algorithm>__<seed>__<time>)")
+    add("--checkpoint-every", type=positive_int, default=10,
+        help="save model.pt every this many updates, at the end and on Ctrl-C")
+    add("--tensorboard", action=on_off, default=False, help="write TensorBoard scalars too")
+    add("--capture-video", action=on_off, default=False,
+        help="MP4s of env 0 (training) or of every episode (--eval); needs moviepy")
+    either = parser.add_mutually_exclusive_group().add_argument  # --resume or --eval, not both
+    either("--resume", metavar="RUN_DIR", help="go on with RUN_DIR's model.pt and settings")
+    either("--eval", metavar="CHECKPOINT", help="evaluate a model.pt instead of training")
+    add("--eval-episodes", type=positive_int, default=10, help="episodes for --eval")
+    add("--stochastic-eval", action=on_off, default=False,
+        help="sample --eval's actions instead of taking the mean or most likely one")
+# === end shared ===
 
 
 # === shared: agent ===
@@ -307,6 +344,42 @@ AUTORESET = gym.vector.AutoresetMode.SAME_STEP
 # === end shared ===
 
 
+# === shared: distributed ===
+# Synchronous data parallelism, as in DeepMind's distributed PPO (Heess et al. 2017, arXiv
+# 1707.02286): `torchrun --nproc_per_node N X.py` starts N copies, each with its own environments
+# and batch, which average what they must to take exactly the same step: PPO the gradients and the
+# KL behind its decisions; TRPO the policy gradient, the Fisher-vector products, the line search's
+# measurements and the value gradients. Normalizers merge every rank's data; rank 0 alone writes
+# the run directory. Under plain `python X.py` there is one copy and all of this does nothing;
+# Part 2 joins torchrun's process group (start_distributed).
+def world():  # (rank, world size) of this copy; (0, 1) when not launched by torchrun
+    return (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+
+
+def all_reduce_mean_(tensor):  # the mean over the ranks, in place; every rank gets the same bits
+    if world()[1] > 1:
+        dist.all_reduce(tensor)
+        tensor /= world()[1]
+    return tensor
+
+
+def average_gradients(params):  # the ranks' mean, in one all-reduce of their concatenation
+    if world()[1] > 1:
+        grads = [p.grad for p in params if p.grad is not None]
+        flat = all_reduce_mean_(torch.cat([g.reshape(-1) for g in grads]))
+        for g, averaged in zip(grads, flat.split([g.numel() for g in grads])):
+            g.copy_(averaged.view_as(g))
+
+
+def all_gather_rows(x):  # every rank's (B, ...) x, concatenated in rank order: (world * B, ...)
+    if world()[1] == 1:
+        return x
+    parts = [torch.empty_like(x) for _ in range(world()[1])]
+    dist.all_gather(parts, x.contiguous())
+    return torch.cat(parts)
+# === end shared ===
+
+
 # === shared: rollout ===
 @dataclasses.dataclass
 class Rollout:
@@ -371,7 +444,7 @@ def collect_rollout(envs, agent, buf, obs, gamma, episodes, warm_up=False):
         # A fresh normalizer only clips to +-obs_clip. Seeded before the scoring below, it makes
         # pi_old the policy the first update starts from (ratio 1 up to rounding); the acting
         # policy saw raw inputs, but its 0.01 head (POLICY_HEAD_GAIN) kept it nearly blind to them.
-        # all_gather_rows (Part 2): every rank's rows, so all ranks normalize alike; in one, these.
+        # all_gather_rows: every rank's rows, so all ranks normalize alike; in one, these.
         agent.obs_rms.update(all_gather_rows(buf.obs.flatten(0, 1)))
     # Scored in batched passes after the steps: the networks did not change during them,
     # so these are the numbers each step would have computed, at a fraction of the cost.
@@ -539,15 +612,12 @@ def normalize_advantages(advantages):
     return (advantages - advantages.mean()) / (advantages.std() + ADVANTAGE_EPS)
 
 
-def make_optimizers(agent, args):
-    """One Adam for both networks: their losses are summed (PPO paper eq. 9). fused=True:
-    one kernel for all parameters, not small ops per tensor: 1.3x faster steps on CartPole."""
+def make_learner(agent, args):
+    """(optimizers, state carried between updates). One Adam for both networks: their losses are
+    summed (PPO paper eq. 9); beta carries over, and model.pt keeps it. fused=True: one kernel for
+    all parameters, not small ops per tensor: 1.28-1.33x faster minibatch steps of CartPole's nets."""
     adam = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=ADAM_EPS, fused=True)
-    return {"adam": adam}
-
-
-def initial_algorithm_state(args):  # beta, carried from update to update and saved in model.pt
-    return {"beta": args.beta_init}
+    return {"adam": adam}, {"beta": args.beta_init}
 
 
 def minibatch_loss(agent, x, batch, mb, args, old_dist, beta):
@@ -588,24 +658,22 @@ def update(agent, optimizers, state, batch, args, progress):
         # pi_old: the normalizer has not moved since the rollout was scored (collect_rollout).
         old_dist = agent.policy_from_output(agent.actor(x))  # batch shape (B,)
     sums, measured, stop = torch.zeros(3), 0, False  # sums of the policy loss, value loss, entropy
-    # --compile (Part 2): the same loss, fused; compiled on first use, then kept with the function.
-    loss_fn = torch.compile(minibatch_loss) if args.compile else minibatch_loss
     for epoch in range(args.update_epochs):
         order = torch.randperm(batch_size, device=batch.obs.device)
         for start in range(0, batch_size, minibatch_size):
             mb = order[start:start + minibatch_size]
-            loss, parts = loss_fn(agent, x, batch, mb, args, old_dist, beta)
+            loss, parts = minibatch_loss(agent, x, batch, mb, args, old_dist, beta)
             sums, measured = sums + parts[:3].cpu(), measured + 1
             # The early stop tests the KL *before* stepping, as DPPO's workers do (Heess et al.
             # 2017, appendix A, the worker's loop): a policy already past the cutoff takes no step.
-            # all_reduce_mean_ (Part 2): the ranks' mean, in place, so all ranks decide alike.
+            # all_reduce_mean_: the ranks' mean, in place, so all ranks decide alike.
             stop = (args.kl_stop_factor is not None
                     and all_reduce_mean_(parts[3]).item() > args.kl_stop_factor * args.kl_target)
             if stop:  # far past the target: beta is too small, more steps would overshoot
                 break
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            # average_gradients (Part 2): the ranks' mean gradient, so all take the same step.
+            # The ranks' mean gradient (average_gradients), so all take the same step.
             average_gradients(params)
             # One norm over both networks (a huge gradient cannot wreck the policy): c1 then
             # sets the value's share of it, so it matters even when the networks share nothing.
@@ -643,8 +711,7 @@ def train(args):
         envs, obs = run.envs, run.obs  # seeded by Run, before the networks: their weights too
         agent = Agent(**run.spaces, hidden_sizes=args.hidden_sizes, norm_obs=args.norm_obs,
                       obs_clip=args.obs_clip, share_cnn=SHARE_CNN).to(run.device)
-        optimizers = make_optimizers(agent, args)
-        algorithm_state = initial_algorithm_state(args)
+        optimizers, algorithm_state = make_learner(agent, args)
         reward_scaler = (RewardScaler(args.num_envs, args.gamma, args.reward_clip)
                          if args.norm_reward else None)
         run.begin(agent, optimizers, algorithm_state, reward_scaler)  # resumes, if asked to
@@ -675,44 +742,11 @@ def train(args):
 
 
 # === shared: command line ===
-def add_run_settings(parser):
-    """The run's own settings: what to train on, for how long, where, and what to keep."""
-    add, on_off = parser.add_argument, argparse.BooleanOptionalAction
-    add("--env", default="CartPole-v1", help="Gymnasium id: vector or image observations, "
-        "Discrete or Box actions; ALE/* ids (Atari) take the Atari defaults (--eval: the model's)")
-    add("--seed", type=int, default=1, help="seed of Python, NumPy, torch and the environments")
-    add("--total-timesteps", type=positive_int, default=1_000_000,
-        help="environment steps in all, rounded down to whole batches (PPO paper, MuJoCo)")
-    add("--vector", choices=["sync", "async"], default="sync",
-        help="step the envs in this process (sync) or in a subprocess each (async)")
-    add("--device", choices=["auto", "cpu", "cuda"], default="auto", help="auto: cuda, if "
-        "there is one, for images; the cpu for vectors (small MLPs are slower on a GPU)")
-    add("--torch-threads", type=positive_int, default=1,
-        help="torch intra-op threads: for small networks more threads only contend")
-    add("--channels-last", action=on_off, default=False, help="images: CNN weights in "
-        "channels-last memory format, 1.2-1.3x faster passes on a CPU, but other rounding")
-    add("--compile", action=on_off, default=False, help="torch.compile the update's inner step "
-        "(PPO: the minibatch loss; TRPO: the value fit's): faster after a one-off compile, "
-        "other rounding; needs a C++ compiler (README: when it pays off)")
-    add("--run-dir", help="a new directory (None: runs/<env>__<algorithm>__<seed>__<time>)")
-    add("--checkpoint-every", type=positive_int, default=10,
-        help="save model.pt every this many updates, at the end and on Ctrl-C")
-    add("--tensorboard", action=on_off, default=False, help="write TensorBoard scalars too")
-    add("--capture-video", action=on_off, default=False,
-        help="MP4s of env 0 (training) or of every episode (--eval); needs moviepy")
-    either = parser.add_mutually_exclusive_group().add_argument  # --resume or --eval, not both
-    either("--resume", metavar="RUN_DIR", help="go on with RUN_DIR's model.pt and settings")
-    either("--eval", metavar="CHECKPOINT", help="evaluate a model.pt instead of training")
-    add("--eval-episodes", type=positive_int, default=10, help="episodes for --eval")
-    add("--stochastic-eval", action=on_off, default=False,
-        help="sample --eval's actions instead of taking the mean or most likely one")
-
-
 class UsageError(Exception):
     """Bad input: reported as one line on stderr, never a traceback."""
 
 
-RESUMABLE = {"total_timesteps", "device", "vector", "torch_threads", "channels_last", "tensorboard",
+RESUMABLE = {"total_timesteps", "device", "vector", "torch_threads", "tensorboard",
              "checkpoint_every"}  # settings a resumed run may change; the rest are its own
 NOT_SAVED = {"resume", "eval", "eval_episodes", "stochastic_eval", "run_dir"}  # what to do now
 
@@ -741,6 +775,9 @@ def parse_args(argv=None):
     if args.eval is not None:
         return parser.parse_args(argv, argparse.Namespace(env=None))
     if args.resume is not None:
+        if args.run_dir is not None:
+            raise UsageError("--run-dir cannot be given with --resume: a run continues in its own "
+                             "directory")
         checkpoint = load_checkpoint(Path(args.resume) / "model.pt")
         if checkpoint["algorithm"] != ALGORITHM:
             raise UsageError(f"cannot resume: {args.resume} is a {checkpoint['algorithm']} run, "
@@ -765,6 +802,23 @@ def parse_args(argv=None):
         raise UsageError(f"--num-minibatches {args.num_minibatches} does not divide the batch "
                          f"of {batch} steps (--num-envs x --num-steps)")
     return args
+
+
+def start_distributed(device_name, image):
+    """The device to use (see --device), after joining torchrun's process group if torchrun
+    started us: each rank on its LOCAL_RANK's GPU when the ranks have GPUs, else on the CPU."""
+    if device_name == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda was asked for but torch sees no CUDA device")
+    cuda = device_name == "cuda" or device_name == "auto" and image and torch.cuda.is_available()
+    device = torch.device("cuda" if cuda else "cpu")
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        if cuda:
+            device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+            torch.cuda.set_device(device)
+        # NCCL carries only CUDA tensors, and some shared values live on the CPU (the
+        # Ctrl-C flag, loss sums, the reward scaler's returns): a backend per device type.
+        dist.init_process_group("cpu:gloo,cuda:nccl" if cuda else "gloo")
+    return device
 
 
 def check_env(env_id, render=False):
@@ -918,59 +972,6 @@ class FireAfterReset(gym.Wrapper):
 # === end shared ===
 
 
-# === shared: distributed ===
-# Synchronous data parallelism, as in DeepMind's distributed PPO (Heess et al. 2017, arXiv
-# 1707.02286): `torchrun --nproc_per_node N X.py` starts N copies, each with its own environments
-# and batch, which average what they must to take exactly the same step: PPO the gradients and the
-# KL behind its decisions; TRPO the policy gradient, the Fisher-vector products, the line search's
-# measurements and the value gradients. Normalizers merge every rank's data; rank 0 alone writes
-# the run directory. Under plain `python X.py` there is one copy and all of this does nothing.
-def world():  # (rank, world size) of this copy; (0, 1) when not launched by torchrun
-    return (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
-
-
-def start_distributed(device_name, image):
-    """The device to use (see --device), after joining torchrun's process group if torchrun
-    started us: each rank on its LOCAL_RANK's GPU when the ranks have GPUs, else on the CPU."""
-    if device_name == "cuda" and not torch.cuda.is_available():
-        raise UsageError("--device cuda was asked for but torch sees no CUDA device")
-    cuda = device_name == "cuda" or device_name == "auto" and image and torch.cuda.is_available()
-    device = torch.device("cuda" if cuda else "cpu")
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        if cuda:
-            device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
-            torch.cuda.set_device(device)
-        # NCCL carries only CUDA tensors, and some shared values live on the CPU (the
-        # Ctrl-C flag, loss sums, the reward scaler's returns): a backend per device type.
-        dist.init_process_group("cpu:gloo,cuda:nccl" if cuda else "gloo")
-    return device
-
-
-def all_reduce_mean_(tensor):  # the mean over the ranks, in place; every rank gets the same bits
-    if world()[1] > 1:
-        dist.all_reduce(tensor)
-        tensor /= world()[1]
-    return tensor
-
-
-def average_gradients(params):  # the ranks' mean, in one all-reduce of their concatenation
-    if world()[1] > 1:
-        grads = [p.grad for p in params if p.grad is not None]
-        flat = all_reduce_mean_(torch.cat([g.reshape(-1) for g in grads]))
-        for g, averaged in zip(grads, flat.split([g.numel() for g in grads])):
-            g.copy_(averaged.view_as(g))
-
-
-def all_gather_rows(x):  # every rank's (B, ...) x, concatenated in rank order: (world * B, ...)
-    if world()[1] == 1:
-        return x
-    parts = [torch.empty_like(x) for _ in range(world()[1])]
-    dist.all_gather(parts, x.contiguous())
-    return torch.cat(parts)
-
-# === end shared ===
-
-
 # === shared: checkpoints and logs ===
 CHECKPOINT_FORMAT = 1
 RECENT_EPISODES = 20  # episodes averaged in the console and progress.csv (CartPole's window)
@@ -984,7 +985,7 @@ def seed_everything(seed, envs):
     """Seed Python and NumPy (for any user code), torch (action sampling, minibatch
     order), each env with seed + index and the action spaces; return the first obs."""
     random.seed(seed)
-    np.random.seed(seed)
+    np.random.seed(seed % SEED_RANGE)
     torch.manual_seed(seed)
     envs.action_space.seed(seed)
     return envs.reset(seed=seed)[0]
@@ -1017,13 +1018,6 @@ class Run:
             raise UsageError("--tensorboard needs tensorboard: pip install tensorboard")
         self.device = start_distributed(args.device, len(self.spaces["obs_shape"]) == 3)
         self.rank, self.world_size = world()
-        if args.compile:  # no C++ compiler, say: one line now, before the run directory exists
-            try:
-                torch.compile(torch.neg)(torch.zeros(1, device=self.device))
-            except Exception as error:  # inductor's many failure types; the first line says which
-                reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
-                message = f"--compile: torch.compile cannot build code here: {reason}"
-                raise UsageError(message) from None
         self.dir = Path(args.resume or args.run_dir or Path("runs") / "__".join(
             [re.sub(r"[^\w.-]+", "_", args.env), ALGORITHM, str(args.seed),
              time.strftime("%Y%m%d-%H%M%S")]))
@@ -1037,14 +1031,21 @@ class Run:
             versions = {"python": sys.version.split()[0]} | {  # mujoco and ale_py only if imported
                 name: sys.modules[name].__version__ for name in
                 ("torch", "gymnasium", "numpy", "mujoco", "ale_py") if name in sys.modules}
-            config = {"algorithm": ALGORITHM, "settings": self.settings, "versions": versions}
+            config = {"algorithm": ALGORITHM, "settings": self.settings,
+                      "world_size": self.world_size, "versions": versions}
             text = json.dumps(config, indent=2)
             atomic_write(self.dir / "config.json", lambda tmp: tmp.write_text(text))
         torch.set_num_threads(args.torch_threads)  # process-wide: see --torch-threads
         resumed = self.checkpoint or {"global_step": 0, "updates": 0, "elapsed": 0.0}
         self.global_step, self.updates = resumed["global_step"], resumed["updates"]
-        self.elapsed = resumed["elapsed"]
-        self.compile_elapsed = resumed.get("compile_time", 0.0)  # torch.compile's, resumes before
+        self.elapsed, ranks = resumed["elapsed"], resumed.get("world_size", self.world_size)
+        if self.rank == 0:  # the first line says what trains, how far, and where it is kept
+            print(f"[{ALGORITHM}] {'resuming' if args.resume else 'training'} {args.env} at step "
+                  f"{self.global_step:,} of {args.total_timesteps:,} in {self.dir}", flush=True)
+            if ranks != self.world_size:  # allowed: each rank steps its own --num-envs
+                batch = args.num_envs * args.num_steps
+                print(f"[{ALGORITHM}] {self.world_size} ranks, not the run's {ranks}: the global "
+                      f"batch changes from {ranks * batch:,} to {self.world_size * batch:,} steps")
         # Where the schedules' line starts (see schedule_progress): a resumed run's last update.
         self.anchor = self.last = tuple(resumed.get("schedule", (0, 0.0)))
         self.episodes = EpisodeTracker(args.num_envs, self.global_step,
@@ -1063,8 +1064,6 @@ class Run:
         """Restore the checkpoint if resuming, start every rank from rank 0's weights,
         open the logs. From now on the first Ctrl-C asks the loop to stop."""
         self.learner = (agent, optimizers, algorithm_state, reward_scaler)
-        if self.args.channels_last:  # in place: the conv weights change layout, not identity
-            agent.to(memory_format=torch.channels_last)
         if self.checkpoint:  # the same env: the settings cannot change on resume
             agent.load_state_dict(self.checkpoint["agent"])
             for name, optimizer in optimizers.items():
@@ -1135,30 +1134,26 @@ class Run:
                "sps": round(sps, 1), "episodes": len(self.games),
                "return_mean": np.mean([r for r, _ in recent]) if recent else float("nan"),
                "length_mean": np.mean([n for _, n in recent]) if recent else float("nan"), **stats}
-        if self.args.compile:  # inside `time` and SPS too: what a compiled run costs in all
-            row["compile_time"] = round(self.compile_time(), 3)
-        compiling = f" | compile {row['compile_time']:.0f} s" if self.args.compile else ""
         append_csv(self.dir / "progress.csv", [row.values()], header=row.keys())
         for step, episode_return, _ in finished if self.tb else []:
             self.tb.add_scalar("episode/return", episode_return, step)
         for key, value in list(row.items())[1:] if self.tb else []:
             self.tb.add_scalar(f"progress/{key}", value, self.global_step)
-        eta = time.gmtime((self.args.total_timesteps - self.global_step) / sps)
+        days, rest = divmod(round((self.args.total_timesteps - self.global_step) / sps), 86400)
+        eta = (f"{days}d " if days else "") + time.strftime("%H:%M:%S", time.gmtime(rest))
         print(f"[{ALGORITHM}] step {self.global_step:,}/{self.args.total_timesteps:,} | return "
               f"{row['return_mean']:.1f} | length {row['length_mean']:.0f} | {sps:,.0f} SPS | "
-              f"ETA {time.strftime('%H:%M:%S', eta)}{compiling}", flush=True)
-
-    def compile_time(self):
-        """Wall seconds torch.compile has taken in this run, resumes included: this process's by
-        PyTorch's own tally (a private function: requirements.txt pins torch). Eager: 0."""
-        return self.compile_elapsed + torch._dynamo.utils.calculate_time_spent().get(
-            "total_wall_time", 0.0)
+              f"ETA {eta}", flush=True)
 
     def finish(self):  # the last checkpoint, after the budget is spent or Ctrl-C
         self.save()
-        if self.stopped and self.rank == 0:
-            print(f"[{ALGORITHM}] stopped at step {self.global_step:,}; continue with: "
-                  f"python {Path(sys.argv[0]).name} --resume {self.dir}", flush=True)
+        if self.rank == 0:
+            script, model = Path(sys.argv[0]).name, self.dir / "model.pt"
+            if self.stopped:
+                print(f"[{ALGORITHM}] stopped at step {self.global_step:,}; continue with: "
+                      f"python {script} --resume {self.dir}", flush=True)
+            print(f"[{ALGORITHM}] saved {model}; evaluate it with: python {script} --eval {model}",
+                  flush=True)
 
     def save(self):
         """model.pt: all that is needed to act (the agent with its normalizer) and to resume."""
@@ -1171,8 +1166,8 @@ class Run:
                  "algorithm_state": dict(algorithm_state),
                  "reward_scaler": reward_scaler and reward_scaler.state_dict(),
                  "global_step": self.global_step, "updates": self.updates, "schedule": self.last,
-                 "elapsed": self.elapsed + time.time() - self.start_time,
-                 "compile_time": self.compile_time()}
+                 "world_size": self.world_size,
+                 "elapsed": self.elapsed + time.time() - self.start_time}
         atomic_write(self.dir / "model.pt", lambda tmp: torch.save(state, tmp))
 
     def close(self):
@@ -1215,8 +1210,6 @@ def load_checkpoint(path, device="cpu"):
                          f"torch file ({type(error).__name__})") from None
     if not (isinstance(checkpoint, dict) and checkpoint.get("format") == CHECKPOINT_FORMAT):
         raise UsageError(f"checkpoint {path} is not a model.pt written by these scripts")
-    if "obs_dim" in checkpoint["agent_config"]:  # a model.pt of before images has obs_dim
-        checkpoint["agent_config"]["obs_shape"] = [checkpoint["agent_config"].pop("obs_dim")]
     try:  # a network of other shapes than Agent builds: say, an edited CNN_CONVS
         Agent(**checkpoint["agent_config"]).load_state_dict(checkpoint["agent"])
     except RuntimeError:

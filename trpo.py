@@ -66,8 +66,8 @@ from torch.distributions import Categorical, Independent, Normal
 
 
 # === shared: learning settings ===
-# Every setting that changes what is learned is declared in Part 1: every script's here, the
-# algorithm's own and its Atari defaults next; Part 2 adds the run's own (env, seed, budget, files).
+# Every setting is declared in this block, read top to bottom: every script's learning settings
+# here, the algorithm's own and its Atari defaults next, the run's own (env, seed, budget, files) last.
 def add_learning_settings(group):
     """What every script learns with. Defaults: PPO paper Table 3 (MuJoCo), unless noted."""
     add, on_off = group.add_argument, argparse.BooleanOptionalAction
@@ -113,18 +113,6 @@ DESCRIPTION = "Trust Region Policy Optimization (arXiv 1502.05477)."
 SHARE_CNN = False
 
 
-# For ALE/* ids (Atari) these defaults replace the usual ones; a flag given still wins.
-# The TRPO paper's Atari runs: delta 0.01, gamma 0.99 (the defaults), F v on 10% of the batch.
-# Its 100K steps per update would make 10 updates of a 1M-step run and need 11 GB of float
-# images per pass: here 8 actors x 512 steps. The value fit takes PPO's Atari Adam and epochs.
-ATARI_SOURCE = ("the TRPO paper's Atari runs (fvp-subsample); PPO paper Table 5 for the value "
-                "fit and the actors; Mnih et al. 2015's reward signs")
-ATARI_SETTINGS = {"total_timesteps": 10_000_000, "num_envs": 8, "num_steps": 512,
-                  "fvp_subsample": 0.1, "vf_learning_rate": 2.5e-4, "vf_epochs": 3,
-                  "num_minibatches": 16,  # 4,096 / 16 = PPO's Atari minibatch of 256
-                  "norm_reward": False, "sign_rewards": True}
-
-
 def add_algorithm_settings(group):
     """TRPO's settings; each default names its source: the TRPO paper, OpenAI Spinning
     Up's trpo.py, sb3-contrib's TRPO, or OpenAI baselines' trpo_mpi."""
@@ -153,6 +141,53 @@ def add_algorithm_settings(group):
         help="value-fitting epochs over each batch (sb3-contrib's n_critic_updates)")
     add("--num-minibatches", type=positive_int, default=16,
         help="minibatches per value epoch: 2048 / 16 = sb3-contrib's 128")
+
+
+# For ALE/* ids (Atari) these defaults replace the usual ones; a flag given still wins.
+# The TRPO paper's Atari runs: delta 0.01, gamma 0.99 (the defaults), F v on 10% of the batch.
+# Its 100K steps per update would make 10 updates of a 1M-step run and need 11 GB of float
+# images per pass: here 8 actors x 512 steps. The value fit takes PPO's Atari Adam and epochs.
+ATARI_SOURCE = ("the TRPO paper's Atari runs (fvp-subsample); PPO paper Table 5 for the value "
+                "fit and the actors; Mnih et al. 2015's reward signs")
+ATARI_SETTINGS = {"total_timesteps": 10_000_000, "num_envs": 8, "num_steps": 512,
+                  "fvp_subsample": 0.1, "vf_learning_rate": 2.5e-4, "vf_epochs": 3,
+                  "num_minibatches": 16,  # 4,096 / 16 = PPO's Atari minibatch of 256
+                  "norm_reward": False, "sign_rewards": True}
+
+
+
+# === shared: run settings ===
+SEED_RANGE = 2**32  # NumPy's global seed takes [0, 2^32); a resumed run's seed wraps around it
+seed_int = checked(int, lambda v: 0 <= v < SEED_RANGE, f"an integer in [0, {SEED_RANGE})")
+
+
+def add_run_settings(parser):
+    """The run's own settings: what to train on, for how long, where, and what to keep."""
+    add, on_off = parser.add_argument, argparse.BooleanOptionalAction
+    add("--env", default="CartPole-v1", help="Gymnasium id: vector or image observations, "
+        "Discrete or Box actions; ALE/* ids (Atari) take the Atari defaults (--eval: the model's)")
+    add("--seed", type=seed_int, default=1, help="seed of Python, NumPy, torch and the environments")
+    add("--total-timesteps", type=positive_int, default=1_000_000,
+        help="environment steps in all, rounded down to whole batches (PPO paper, MuJoCo)")
+    add("--vector", choices=["sync", "async"], default="sync",
+        help="step the envs in this process (sync) or in a subprocess each (async)")
+    add("--device", choices=["auto", "cpu", "cuda"], default="auto", help="auto: cuda, if "
+        "there is one, for images; the cpu for vectors (small MLPs are slower on a GPU)")
+    add("--torch-threads", type=positive_int, default=1,
+        help="torch intra-op threads: for small networks more threads only contend")
+    add("--run-dir", help="a new directory (None: runs/<env>__<algorithm>__<seed>__<time>)")
+    add("--checkpoint-every", type=positive_int, default=10,
+        help="save model.pt every this many updates, at the end and on Ctrl-C")
+    add("--tensorboard", action=on_off, default=False, help="write TensorBoard scalars too")
+    add("--capture-video", action=on_off, default=False,
+        help="MP4s of env 0 (training) or of every episode (--eval); needs moviepy")
+    either = parser.add_mutually_exclusive_group().add_argument  # --resume or --eval, not both
+    either("--resume", metavar="RUN_DIR", help="go on with RUN_DIR's model.pt and settings")
+    either("--eval", metavar="CHECKPOINT", help="evaluate a model.pt instead of training")
+    add("--eval-episodes", type=positive_int, default=10, help="episodes for --eval")
+    add("--stochastic-eval", action=on_off, default=False,
+        help="sample --eval's actions instead of taking the mean or most likely one")
+# === end shared ===
 
 
 # === shared: agent ===
@@ -317,6 +352,42 @@ AUTORESET = gym.vector.AutoresetMode.SAME_STEP
 # === end shared ===
 
 
+# === shared: distributed ===
+# Synchronous data parallelism, as in DeepMind's distributed PPO (Heess et al. 2017, arXiv
+# 1707.02286): `torchrun --nproc_per_node N X.py` starts N copies, each with its own environments
+# and batch, which average what they must to take exactly the same step: PPO the gradients and the
+# KL behind its decisions; TRPO the policy gradient, the Fisher-vector products, the line search's
+# measurements and the value gradients. Normalizers merge every rank's data; rank 0 alone writes
+# the run directory. Under plain `python X.py` there is one copy and all of this does nothing;
+# Part 2 joins torchrun's process group (start_distributed).
+def world():  # (rank, world size) of this copy; (0, 1) when not launched by torchrun
+    return (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+
+
+def all_reduce_mean_(tensor):  # the mean over the ranks, in place; every rank gets the same bits
+    if world()[1] > 1:
+        dist.all_reduce(tensor)
+        tensor /= world()[1]
+    return tensor
+
+
+def average_gradients(params):  # the ranks' mean, in one all-reduce of their concatenation
+    if world()[1] > 1:
+        grads = [p.grad for p in params if p.grad is not None]
+        flat = all_reduce_mean_(torch.cat([g.reshape(-1) for g in grads]))
+        for g, averaged in zip(grads, flat.split([g.numel() for g in grads])):
+            g.copy_(averaged.view_as(g))
+
+
+def all_gather_rows(x):  # every rank's (B, ...) x, concatenated in rank order: (world * B, ...)
+    if world()[1] == 1:
+        return x
+    parts = [torch.empty_like(x) for _ in range(world()[1])]
+    dist.all_gather(parts, x.contiguous())
+    return torch.cat(parts)
+# === end shared ===
+
+
 # === shared: rollout ===
 @dataclasses.dataclass
 class Rollout:
@@ -381,7 +452,7 @@ def collect_rollout(envs, agent, buf, obs, gamma, episodes, warm_up=False):
         # A fresh normalizer only clips to +-obs_clip. Seeded before the scoring below, it makes
         # pi_old the policy the first update starts from (ratio 1 up to rounding); the acting
         # policy saw raw inputs, but its 0.01 head (POLICY_HEAD_GAIN) kept it nearly blind to them.
-        # all_gather_rows (Part 2): every rank's rows, so all ranks normalize alike; in one, these.
+        # all_gather_rows: every rank's rows, so all ranks normalize alike; in one, these.
         agent.obs_rms.update(all_gather_rows(buf.obs.flatten(0, 1)))
     # Scored in batched passes after the steps: the networks did not change during them,
     # so these are the numbers each step would have computed, at a fraction of the cost.
@@ -622,12 +693,6 @@ def value_loss(new_values, returns):
     return 0.5 * ((new_values - returns) ** 2).mean()
 
 
-def critic_loss(agent, obs, returns):
-    """value_loss of V on a minibatch: the value fit's step, the part --compile compiles. Not the
-    Fisher-vector product: torch.compile has no double backward (PyTorch 2.13)."""
-    return value_loss(agent.get_value(obs), returns)
-
-
 def normalize_advantages(advantages):
     """Zero mean, unit std over the whole batch. TRPO's step is the same for g scaled by any
     factor: only the mean's shift, and CG's absolute tolerance, see this. One sample: as is."""
@@ -636,36 +701,32 @@ def normalize_advantages(advantages):
     return (advantages - advantages.mean()) / (advantages.std() + ADVANTAGE_EPS)
 
 
-def fit_value_function(agent, optimizer, batch, epochs, num_minibatches, compiled=False):
+def fit_value_function(agent, optimizer, batch, epochs, num_minibatches):
     """Regress V(s) on the GAE returns: `epochs` passes of minibatch Adam steps.
     `optimizer` holds only the critic, and V reads only the critic, so the policy
     cannot move here. Returns the mean loss over the steps."""
-    # --compile (Part 2): the same loss, fused; compiled on first use, then kept with the function.
-    loss_fn = torch.compile(critic_loss) if compiled else critic_loss
     batch_size, minibatch_size = batch.obs.shape[0], batch.obs.shape[0] // num_minibatches
     total, steps = torch.zeros(()), 0
     for epoch in range(epochs):
         order = torch.randperm(batch_size, device=batch.obs.device)
         for start in range(0, batch_size, minibatch_size):
             mb = order[start:start + minibatch_size]
-            v_loss = loss_fn(agent, batch.obs[mb], batch.returns[mb])
+            v_loss = value_loss(agent.get_value(batch.obs[mb]), batch.returns[mb])
             optimizer.zero_grad(set_to_none=True)
             v_loss.backward()
-            # average_gradients (Part 2): the ranks' mean gradient, so all take the same step.
+            # The ranks' mean gradient (average_gradients), so all take the same step.
             average_gradients(agent.critic.parameters())
             optimizer.step()
             total, steps = total + v_loss.detach().cpu(), steps + 1
-    return all_reduce_mean_(total).item() / steps  # (Part 2) the ranks' mean, in place
+    return all_reduce_mean_(total).item() / steps  # the ranks' mean
 
 
-def make_optimizers(agent, args):
-    """Adam for the value network only: the policy moves by the natural gradient step."""
+def make_learner(agent, args):
+    """(optimizers, state carried between updates). Adam for the value network only: the policy
+    moves by the natural gradient step. Nothing else carries over: delta is fixed, g and F are
+    the batch's."""
     adam = torch.optim.Adam(agent.critic.parameters(), lr=args.vf_learning_rate, eps=ADAM_EPS)
-    return {"value_adam": adam}
-
-
-def initial_algorithm_state(args):  # nothing carries over: delta is fixed, g and F are the batch's
-    return {}
+    return {"value_adam": adam}, {}
 
 
 def update(agent, optimizers, state, batch, args, progress):
@@ -738,7 +799,7 @@ def update(agent, optimizers, state, batch, args, progress):
     expected = (g @ step).item()  # the linear model's gain, to compare with the measured one
 
     v_loss = fit_value_function(agent, optimizers["value_adam"], batch, args.vf_epochs,
-                                args.num_minibatches, args.compile)
+                                args.num_minibatches)
     return {"kl": kl, "surrogate_improvement": gain, "expected_improvement": expected,
             "backtracks": backtracks, "step_accepted": int(accepted),
             "step_norm": step.norm().item(), "cg_residual": cg_residual, "cg_iters": cg_iters,
@@ -763,8 +824,7 @@ def train(args):
         envs, obs = run.envs, run.obs  # seeded by Run, before the networks: their weights too
         agent = Agent(**run.spaces, hidden_sizes=args.hidden_sizes, norm_obs=args.norm_obs,
                       obs_clip=args.obs_clip, share_cnn=SHARE_CNN).to(run.device)
-        optimizers = make_optimizers(agent, args)
-        algorithm_state = initial_algorithm_state(args)
+        optimizers, algorithm_state = make_learner(agent, args)
         reward_scaler = (RewardScaler(args.num_envs, args.gamma, args.reward_clip)
                          if args.norm_reward else None)
         run.begin(agent, optimizers, algorithm_state, reward_scaler)  # resumes, if asked to
@@ -795,44 +855,11 @@ def train(args):
 
 
 # === shared: command line ===
-def add_run_settings(parser):
-    """The run's own settings: what to train on, for how long, where, and what to keep."""
-    add, on_off = parser.add_argument, argparse.BooleanOptionalAction
-    add("--env", default="CartPole-v1", help="Gymnasium id: vector or image observations, "
-        "Discrete or Box actions; ALE/* ids (Atari) take the Atari defaults (--eval: the model's)")
-    add("--seed", type=int, default=1, help="seed of Python, NumPy, torch and the environments")
-    add("--total-timesteps", type=positive_int, default=1_000_000,
-        help="environment steps in all, rounded down to whole batches (PPO paper, MuJoCo)")
-    add("--vector", choices=["sync", "async"], default="sync",
-        help="step the envs in this process (sync) or in a subprocess each (async)")
-    add("--device", choices=["auto", "cpu", "cuda"], default="auto", help="auto: cuda, if "
-        "there is one, for images; the cpu for vectors (small MLPs are slower on a GPU)")
-    add("--torch-threads", type=positive_int, default=1,
-        help="torch intra-op threads: for small networks more threads only contend")
-    add("--channels-last", action=on_off, default=False, help="images: CNN weights in "
-        "channels-last memory format, 1.2-1.3x faster passes on a CPU, but other rounding")
-    add("--compile", action=on_off, default=False, help="torch.compile the update's inner step "
-        "(PPO: the minibatch loss; TRPO: the value fit's): faster after a one-off compile, "
-        "other rounding; needs a C++ compiler (README: when it pays off)")
-    add("--run-dir", help="a new directory (None: runs/<env>__<algorithm>__<seed>__<time>)")
-    add("--checkpoint-every", type=positive_int, default=10,
-        help="save model.pt every this many updates, at the end and on Ctrl-C")
-    add("--tensorboard", action=on_off, default=False, help="write TensorBoard scalars too")
-    add("--capture-video", action=on_off, default=False,
-        help="MP4s of env 0 (training) or of every episode (--eval); needs moviepy")
-    either = parser.add_mutually_exclusive_group().add_argument  # --resume or --eval, not both
-    either("--resume", metavar="RUN_DIR", help="go on with RUN_DIR's model.pt and settings")
-    either("--eval", metavar="CHECKPOINT", help="evaluate a model.pt instead of training")
-    add("--eval-episodes", type=positive_int, default=10, help="episodes for --eval")
-    add("--stochastic-eval", action=on_off, default=False,
-        help="sample --eval's actions instead of taking the mean or most likely one")
-
-
 class UsageError(Exception):
     """Bad input: reported as one line on stderr, never a traceback."""
 
 
-RESUMABLE = {"total_timesteps", "device", "vector", "torch_threads", "channels_last", "tensorboard",
+RESUMABLE = {"total_timesteps", "device", "vector", "torch_threads", "tensorboard",
              "checkpoint_every"}  # settings a resumed run may change; the rest are its own
 NOT_SAVED = {"resume", "eval", "eval_episodes", "stochastic_eval", "run_dir"}  # what to do now
 
@@ -861,6 +888,9 @@ def parse_args(argv=None):
     if args.eval is not None:
         return parser.parse_args(argv, argparse.Namespace(env=None))
     if args.resume is not None:
+        if args.run_dir is not None:
+            raise UsageError("--run-dir cannot be given with --resume: a run continues in its own "
+                             "directory")
         checkpoint = load_checkpoint(Path(args.resume) / "model.pt")
         if checkpoint["algorithm"] != ALGORITHM:
             raise UsageError(f"cannot resume: {args.resume} is a {checkpoint['algorithm']} run, "
@@ -885,6 +915,23 @@ def parse_args(argv=None):
         raise UsageError(f"--num-minibatches {args.num_minibatches} does not divide the batch "
                          f"of {batch} steps (--num-envs x --num-steps)")
     return args
+
+
+def start_distributed(device_name, image):
+    """The device to use (see --device), after joining torchrun's process group if torchrun
+    started us: each rank on its LOCAL_RANK's GPU when the ranks have GPUs, else on the CPU."""
+    if device_name == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda was asked for but torch sees no CUDA device")
+    cuda = device_name == "cuda" or device_name == "auto" and image and torch.cuda.is_available()
+    device = torch.device("cuda" if cuda else "cpu")
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        if cuda:
+            device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+            torch.cuda.set_device(device)
+        # NCCL carries only CUDA tensors, and some shared values live on the CPU (the
+        # Ctrl-C flag, loss sums, the reward scaler's returns): a backend per device type.
+        dist.init_process_group("cpu:gloo,cuda:nccl" if cuda else "gloo")
+    return device
 
 
 def check_env(env_id, render=False):
@@ -1038,59 +1085,6 @@ class FireAfterReset(gym.Wrapper):
 # === end shared ===
 
 
-# === shared: distributed ===
-# Synchronous data parallelism, as in DeepMind's distributed PPO (Heess et al. 2017, arXiv
-# 1707.02286): `torchrun --nproc_per_node N X.py` starts N copies, each with its own environments
-# and batch, which average what they must to take exactly the same step: PPO the gradients and the
-# KL behind its decisions; TRPO the policy gradient, the Fisher-vector products, the line search's
-# measurements and the value gradients. Normalizers merge every rank's data; rank 0 alone writes
-# the run directory. Under plain `python X.py` there is one copy and all of this does nothing.
-def world():  # (rank, world size) of this copy; (0, 1) when not launched by torchrun
-    return (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
-
-
-def start_distributed(device_name, image):
-    """The device to use (see --device), after joining torchrun's process group if torchrun
-    started us: each rank on its LOCAL_RANK's GPU when the ranks have GPUs, else on the CPU."""
-    if device_name == "cuda" and not torch.cuda.is_available():
-        raise UsageError("--device cuda was asked for but torch sees no CUDA device")
-    cuda = device_name == "cuda" or device_name == "auto" and image and torch.cuda.is_available()
-    device = torch.device("cuda" if cuda else "cpu")
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        if cuda:
-            device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
-            torch.cuda.set_device(device)
-        # NCCL carries only CUDA tensors, and some shared values live on the CPU (the
-        # Ctrl-C flag, loss sums, the reward scaler's returns): a backend per device type.
-        dist.init_process_group("cpu:gloo,cuda:nccl" if cuda else "gloo")
-    return device
-
-
-def all_reduce_mean_(tensor):  # the mean over the ranks, in place; every rank gets the same bits
-    if world()[1] > 1:
-        dist.all_reduce(tensor)
-        tensor /= world()[1]
-    return tensor
-
-
-def average_gradients(params):  # the ranks' mean, in one all-reduce of their concatenation
-    if world()[1] > 1:
-        grads = [p.grad for p in params if p.grad is not None]
-        flat = all_reduce_mean_(torch.cat([g.reshape(-1) for g in grads]))
-        for g, averaged in zip(grads, flat.split([g.numel() for g in grads])):
-            g.copy_(averaged.view_as(g))
-
-
-def all_gather_rows(x):  # every rank's (B, ...) x, concatenated in rank order: (world * B, ...)
-    if world()[1] == 1:
-        return x
-    parts = [torch.empty_like(x) for _ in range(world()[1])]
-    dist.all_gather(parts, x.contiguous())
-    return torch.cat(parts)
-
-# === end shared ===
-
-
 # === shared: checkpoints and logs ===
 CHECKPOINT_FORMAT = 1
 RECENT_EPISODES = 20  # episodes averaged in the console and progress.csv (CartPole's window)
@@ -1104,7 +1098,7 @@ def seed_everything(seed, envs):
     """Seed Python and NumPy (for any user code), torch (action sampling, minibatch
     order), each env with seed + index and the action spaces; return the first obs."""
     random.seed(seed)
-    np.random.seed(seed)
+    np.random.seed(seed % SEED_RANGE)
     torch.manual_seed(seed)
     envs.action_space.seed(seed)
     return envs.reset(seed=seed)[0]
@@ -1137,13 +1131,6 @@ class Run:
             raise UsageError("--tensorboard needs tensorboard: pip install tensorboard")
         self.device = start_distributed(args.device, len(self.spaces["obs_shape"]) == 3)
         self.rank, self.world_size = world()
-        if args.compile:  # no C++ compiler, say: one line now, before the run directory exists
-            try:
-                torch.compile(torch.neg)(torch.zeros(1, device=self.device))
-            except Exception as error:  # inductor's many failure types; the first line says which
-                reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
-                message = f"--compile: torch.compile cannot build code here: {reason}"
-                raise UsageError(message) from None
         self.dir = Path(args.resume or args.run_dir or Path("runs") / "__".join(
             [re.sub(r"[^\w.-]+", "_", args.env), ALGORITHM, str(args.seed),
              time.strftime("%Y%m%d-%H%M%S")]))
@@ -1157,14 +1144,21 @@ class Run:
             versions = {"python": sys.version.split()[0]} | {  # mujoco and ale_py only if imported
                 name: sys.modules[name].__version__ for name in
                 ("torch", "gymnasium", "numpy", "mujoco", "ale_py") if name in sys.modules}
-            config = {"algorithm": ALGORITHM, "settings": self.settings, "versions": versions}
+            config = {"algorithm": ALGORITHM, "settings": self.settings,
+                      "world_size": self.world_size, "versions": versions}
             text = json.dumps(config, indent=2)
             atomic_write(self.dir / "config.json", lambda tmp: tmp.write_text(text))
         torch.set_num_threads(args.torch_threads)  # process-wide: see --torch-threads
         resumed = self.checkpoint or {"global_step": 0, "updates": 0, "elapsed": 0.0}
         self.global_step, self.updates = resumed["global_step"], resumed["updates"]
-        self.elapsed = resumed["elapsed"]
-        self.compile_elapsed = resumed.get("compile_time", 0.0)  # torch.compile's, resumes before
+        self.elapsed, ranks = resumed["elapsed"], resumed.get("world_size", self.world_size)
+        if self.rank == 0:  # the first line says what trains, how far, and where it is kept
+            print(f"[{ALGORITHM}] {'resuming' if args.resume else 'training'} {args.env} at step "
+                  f"{self.global_step:,} of {args.total_timesteps:,} in {self.dir}", flush=True)
+            if ranks != self.world_size:  # allowed: each rank steps its own --num-envs
+                batch = args.num_envs * args.num_steps
+                print(f"[{ALGORITHM}] {self.world_size} ranks, not the run's {ranks}: the global "
+                      f"batch changes from {ranks * batch:,} to {self.world_size * batch:,} steps")
         # Where the schedules' line starts (see schedule_progress): a resumed run's last update.
         self.anchor = self.last = tuple(resumed.get("schedule", (0, 0.0)))
         self.episodes = EpisodeTracker(args.num_envs, self.global_step,
@@ -1183,8 +1177,6 @@ class Run:
         """Restore the checkpoint if resuming, start every rank from rank 0's weights,
         open the logs. From now on the first Ctrl-C asks the loop to stop."""
         self.learner = (agent, optimizers, algorithm_state, reward_scaler)
-        if self.args.channels_last:  # in place: the conv weights change layout, not identity
-            agent.to(memory_format=torch.channels_last)
         if self.checkpoint:  # the same env: the settings cannot change on resume
             agent.load_state_dict(self.checkpoint["agent"])
             for name, optimizer in optimizers.items():
@@ -1255,30 +1247,26 @@ class Run:
                "sps": round(sps, 1), "episodes": len(self.games),
                "return_mean": np.mean([r for r, _ in recent]) if recent else float("nan"),
                "length_mean": np.mean([n for _, n in recent]) if recent else float("nan"), **stats}
-        if self.args.compile:  # inside `time` and SPS too: what a compiled run costs in all
-            row["compile_time"] = round(self.compile_time(), 3)
-        compiling = f" | compile {row['compile_time']:.0f} s" if self.args.compile else ""
         append_csv(self.dir / "progress.csv", [row.values()], header=row.keys())
         for step, episode_return, _ in finished if self.tb else []:
             self.tb.add_scalar("episode/return", episode_return, step)
         for key, value in list(row.items())[1:] if self.tb else []:
             self.tb.add_scalar(f"progress/{key}", value, self.global_step)
-        eta = time.gmtime((self.args.total_timesteps - self.global_step) / sps)
+        days, rest = divmod(round((self.args.total_timesteps - self.global_step) / sps), 86400)
+        eta = (f"{days}d " if days else "") + time.strftime("%H:%M:%S", time.gmtime(rest))
         print(f"[{ALGORITHM}] step {self.global_step:,}/{self.args.total_timesteps:,} | return "
               f"{row['return_mean']:.1f} | length {row['length_mean']:.0f} | {sps:,.0f} SPS | "
-              f"ETA {time.strftime('%H:%M:%S', eta)}{compiling}", flush=True)
-
-    def compile_time(self):
-        """Wall seconds torch.compile has taken in this run, resumes included: this process's by
-        PyTorch's own tally (a private function: requirements.txt pins torch). Eager: 0."""
-        return self.compile_elapsed + torch._dynamo.utils.calculate_time_spent().get(
-            "total_wall_time", 0.0)
+              f"ETA {eta}", flush=True)
 
     def finish(self):  # the last checkpoint, after the budget is spent or Ctrl-C
         self.save()
-        if self.stopped and self.rank == 0:
-            print(f"[{ALGORITHM}] stopped at step {self.global_step:,}; continue with: "
-                  f"python {Path(sys.argv[0]).name} --resume {self.dir}", flush=True)
+        if self.rank == 0:
+            script, model = Path(sys.argv[0]).name, self.dir / "model.pt"
+            if self.stopped:
+                print(f"[{ALGORITHM}] stopped at step {self.global_step:,}; continue with: "
+                      f"python {script} --resume {self.dir}", flush=True)
+            print(f"[{ALGORITHM}] saved {model}; evaluate it with: python {script} --eval {model}",
+                  flush=True)
 
     def save(self):
         """model.pt: all that is needed to act (the agent with its normalizer) and to resume."""
@@ -1291,8 +1279,8 @@ class Run:
                  "algorithm_state": dict(algorithm_state),
                  "reward_scaler": reward_scaler and reward_scaler.state_dict(),
                  "global_step": self.global_step, "updates": self.updates, "schedule": self.last,
-                 "elapsed": self.elapsed + time.time() - self.start_time,
-                 "compile_time": self.compile_time()}
+                 "world_size": self.world_size,
+                 "elapsed": self.elapsed + time.time() - self.start_time}
         atomic_write(self.dir / "model.pt", lambda tmp: torch.save(state, tmp))
 
     def close(self):
@@ -1335,8 +1323,6 @@ def load_checkpoint(path, device="cpu"):
                          f"torch file ({type(error).__name__})") from None
     if not (isinstance(checkpoint, dict) and checkpoint.get("format") == CHECKPOINT_FORMAT):
         raise UsageError(f"checkpoint {path} is not a model.pt written by these scripts")
-    if "obs_dim" in checkpoint["agent_config"]:  # a model.pt of before images has obs_dim
-        checkpoint["agent_config"]["obs_shape"] = [checkpoint["agent_config"].pop("obs_dim")]
     try:  # a network of other shapes than Agent builds: say, an edited CNN_CONVS
         Agent(**checkpoint["agent_config"]).load_state_dict(checkpoint["agent"])
     except RuntimeError:

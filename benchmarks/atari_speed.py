@@ -2,7 +2,7 @@
 environment (the limit) and against CleanRL's ppo_atari.py at its own settings.
 
     python benchmarks/atari_speed.py --cleanrl-git /path/to/cleanrl/git/dir
-    python benchmarks/atari_speed.py --scripts ppo_clip --variant "ppo_clip --channels-last" --rounds 2
+    python benchmarks/atari_speed.py --scripts ppo_clip --variant "ppo_clip --num-envs 4" --rounds 2
 
 One measurement at a time, in this order: the raw environment (the scripts' own
 make_vector_env with the Atari default of 8 environments, stepping random actions),

@@ -326,12 +326,12 @@ def test_speed_runs_the_cleanrl_pair_from_a_git_directory(tmp_path):
 
 
 def test_atari_speed_alternates_rounds_and_reports_medians(tmp_path):
-    result = tool("atari_speed", "--scripts", "ppo_clip", "--variant", "ppo_clip --channels-last", "--steps", 1024,
+    result = tool("atari_speed", "--scripts", "ppo_clip", "--variant", "ppo_clip --num-envs 4", "--steps", 1024,
                   "--rounds", 2, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     order = re.findall(r"^\[atari_speed.py\] (.+): [\d,]+ SPS$", result.stdout, re.M)
-    assert order == ["raw env", "ppo_clip", "ppo_clip --channels-last"] * 2  # alternating, round by round
-    row = re.search(r"^ppo_clip --channels-last\s+([\d,]+)\s+([\d,]+)\s+([\d,]+)\s+\d+%$", result.stdout, re.M)
+    assert order == ["raw env", "ppo_clip", "ppo_clip --num-envs 4"] * 2  # alternating, round by round
+    row = re.search(r"^ppo_clip --num-envs 4\s+([\d,]+)\s+([\d,]+)\s+([\d,]+)\s+\d+%$", result.stdout, re.M)
     rounds = [float(x.replace(",", "")) for x in row.groups()[:2]]
     assert abs(float(row.group(3).replace(",", "")) - sum(rounds) / 2) <= 1  # the median of two
 

@@ -204,25 +204,6 @@ def test_each_script_learns_from_pixels(script, tmp_path):
     assert settings["env"] == "tests.toy_envs:PixelSide-v0"
 
 
-def test_channels_last_trains_resumes_and_evaluates(script, tmp_path):
-    """--channels-last changes only the conv weights' memory layout, in place: the optimizer
-    keeps the same parameters, and a checkpoint resumes or evaluates with or without it."""
-    module = load(script)
-    agent = module.Agent([4, 36, 36], 2, False, share_cnn=module.SHARE_CNN)
-    params = list(agent.parameters())
-    agent.to(memory_format=torch.channels_last)
-    assert [id(p) for p in agent.parameters()] == [id(p) for p in params]
-    assert all(p.is_contiguous(memory_format=torch.channels_last) for p in params if p.dim() == 4)
-    small = ["--env", "tests.toy_envs:PixelSide-v0", "--num-steps", "32", "--num-minibatches", "2"]
-    result = run_script(script, *small, "--total-timesteps", "64", "--channels-last", "--run-dir", "run", cwd=tmp_path)
-    assert result.returncode == 0, result.stderr
-    resumed = run_script(script, "--resume", "run", "--total-timesteps", "96", "--no-channels-last", cwd=tmp_path)
-    assert resumed.returncode == 0, resumed.stderr
-    assert [r["global_step"] for r in rows(tmp_path / "run" / "progress.csv")] == ["32", "64", "96"]
-    evaluation = run_script(script, "--eval", "run/model.pt", "--eval-episodes", "1", cwd=tmp_path)
-    assert evaluation.returncode == 0, evaluation.stderr
-
-
 def test_device_auto_takes_a_gpu_for_a_cnn_only(module, monkeypatch):
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     with mock.patch.object(torch.cuda, "is_available", return_value=True):
@@ -310,14 +291,3 @@ def test_two_ranks_train_on_images(tmp_path):
     for state0, state1 in zip(*ranks):
         assert all(torch.equal(state0[name], state1[name]) for name in state0)
     assert [int(r["global_step"]) for r in rows(tmp_path / "run" / "progress.csv")] == [64, 128]
-
-
-def test_old_checkpoints_with_obs_dim_still_load(tmp_path):
-    ppo_clip = load("ppo_clip")
-    agent = ppo_clip.Agent(obs_shape=(3,), action_dim=2, continuous=False)
-    config = {k: v for k, v in agent.config.items() if k != "obs_shape"}
-    torch.save({"format": ppo_clip.CHECKPOINT_FORMAT, "agent_config": {"obs_dim": 3, **config},
-                "agent": agent.state_dict()}, tmp_path / "model.pt")
-    loaded = ppo_clip.load_agent(tmp_path / "model.pt")
-    obs = torch.randn(4, 3)
-    assert torch.equal(loaded.get_value(obs), agent.get_value(obs))

@@ -50,7 +50,7 @@ def test_update_reports_its_diagnostics_and_honours_target_kl():
     batch = ppo_clip.Batch(obs, actions, logprobs, values, advantages=torch.randn(64), returns=torch.randn(64))
     args = ppo_clip.parse_args(["--num-steps", "64", "--num-minibatches", "4", "--total-timesteps", "64",
                                 "--target-kl", "1e-9", "--learning-rate", "0.01", "--anneal-lr"])
-    stats = ppo_clip.update(agent, ppo_clip.make_optimizers(agent, args), {}, batch, args, progress=0.5)
+    stats = ppo_clip.update(agent, *ppo_clip.make_learner(agent, args), batch, args, progress=0.5)
     assert stats["epochs"] == 1  # the first epoch already moves the batch's KL past 1e-9
     assert stats["learning_rate"] == pytest.approx(0.005)  # annealed halfway
     assert set(stats) >= {"policy_loss", "value_loss", "entropy", "approx_kl", "clip_fraction"}
@@ -59,5 +59,5 @@ def test_update_reports_its_diagnostics_and_honours_target_kl():
         logratio = agent.distribution(obs).log_prob(actions) - logprobs
     assert stats["approx_kl"] == pytest.approx((logratio.exp() - 1 - logratio).mean().item(), rel=1e-5)
     args.target_kl = 10.0  # never reached: every epoch runs
-    stats = ppo_clip.update(agent, ppo_clip.make_optimizers(agent, args), {}, batch, args, progress=0.5)
+    stats = ppo_clip.update(agent, *ppo_clip.make_learner(agent, args), batch, args, progress=0.5)
     assert stats["epochs"] == args.update_epochs

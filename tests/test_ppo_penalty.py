@@ -120,8 +120,8 @@ def test_update_logs_the_batch_kl_and_adapts_beta_from_it(continuous):
     with torch.no_grad():
         old = agent.distribution(batch.obs)
         old = (old.base_dist.loc.clone(), old.base_dist.scale.clone()) if continuous else old.probs.clone()
-    state = ppo_penalty.initial_algorithm_state(args)
-    stats = ppo_penalty.update(agent, ppo_penalty.make_optimizers(agent, args), state, batch, args, 0.0)
+    optimizers, state = ppo_penalty.make_learner(agent, args)
+    stats = ppo_penalty.update(agent, optimizers, state, batch, args, 0.0)
 
     # An independent KL: closed forms, summed over action dimensions for the Gaussian.
     with torch.no_grad():
@@ -147,8 +147,8 @@ def test_fixed_beta_and_early_stop():
     args = ppo_penalty.parse_args(["--num-steps", "64", "--num-minibatches", "4", "--update-epochs", "5",
                                    "--total-timesteps", "64", "--no-adaptive-beta", "--beta-init", "3",
                                    "--kl-target", "1e-6", "--kl-stop-factor", "1", "--learning-rate", "0.01"])
-    state = ppo_penalty.initial_algorithm_state(args)
-    stats = ppo_penalty.update(agent, ppo_penalty.make_optimizers(agent, args), state, batch, args, 0.0)
+    optimizers, state = ppo_penalty.make_learner(agent, args)
+    stats = ppo_penalty.update(agent, optimizers, state, batch, args, 0.0)
     assert state == {"beta": 3.0}
     assert stats["beta"] == stats["next_beta"] == 3.0
     assert stats["epochs"] == 1
@@ -172,9 +172,9 @@ def test_the_kl_stop_takes_no_step_from_a_policy_past_the_cutoff(monkeypatch):
         return loss, parts
 
     monkeypatch.setattr(ppo_penalty, "minibatch_loss", recording)
-    optimizers = ppo_penalty.make_optimizers(agent, args)
+    optimizers, state = ppo_penalty.make_learner(agent, args)
     optimizers["adam"].register_step_pre_hook(lambda *_: kl_before_step.append(measured[-1]))
-    stats = ppo_penalty.update(agent, optimizers, ppo_penalty.initial_algorithm_state(args), batch, args, 0.0)
+    stats = ppo_penalty.update(agent, optimizers, state, batch, args, 0.0)
     assert stats["epochs"] < 10 and measured[-1] > 0.002  # the stop fired ...
     assert len(kl_before_step) == len(measured) - 1  # ... and its minibatch took no step
     assert max(kl_before_step) <= 0.002

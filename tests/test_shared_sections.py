@@ -12,8 +12,9 @@ from tools.shared_sections import sections
 
 # Part 1, the algorithm (the algorithm's own settings come first, its update between
 # "advantages" and "training loop"), then Part 2, the machinery (STYLE.md principle 1).
-PART_1 = ["learning settings", "agent", "environments", "rollout", "advantages", "training loop"]
-PART_2 = ["command line", "atari", "distributed", "checkpoints and logs", "evaluation", "main"]
+PART_1 = ["learning settings", "run settings", "agent", "environments", "distributed", "rollout",
+          "advantages", "training loop"]
+PART_2 = ["command line", "atari", "checkpoints and logs", "evaluation", "main"]
 PART_2_BANNER = "# ############################### PART 2: MACHINERY"
 OWN = {"settings": r"# --- \S+ own settings", "update": r"# --- The update: "}
 MAX_LINE = 100
@@ -36,7 +37,8 @@ def test_algorithm_first_then_one_banner_then_the_machinery(script):
     assert text.count(PART_2_BANNER) == 1
     assert text.index("# === shared: training loop ===") < banner < text.index("# === shared: command line ===")
     settings, update = (re.search(OWN[name], text).start() for name in ("settings", "update"))
-    assert text.index("# === shared: learning settings ===") < settings < text.index("# === shared: agent ===")
+    # Every setting in one block: every script's, the algorithm's own (Atari's too), the run's.
+    assert text.index("# === shared: learning settings ===") < settings < text.index("# === shared: run settings ===")
     assert text.index("# === shared: advantages ===") < update < text.index("# === shared: training loop ===")
     assert update < text.index("\ndef update(") < banner
 

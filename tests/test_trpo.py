@@ -211,7 +211,7 @@ def test_value_fit_moves_only_the_critic_and_lowers_its_loss():
     critic_before = trpo.flat_params(list(agent.critic.parameters()))
     with torch.no_grad():
         loss_before = trpo.value_loss(agent.get_value(obs), returns).item()
-    optimizer = trpo.make_optimizers(agent, trpo.parse_args(["--vf-learning-rate", "0.01"]))["value_adam"]
+    optimizer = trpo.make_learner(agent, trpo.parse_args(["--vf-learning-rate", "0.01"]))[0]["value_adam"]
     trpo.fit_value_function(agent, optimizer, batch, epochs=50, num_minibatches=4)
     with torch.no_grad():
         loss_after = trpo.value_loss(agent.get_value(obs), returns).item()
@@ -242,7 +242,7 @@ def test_update_takes_a_step_within_the_bound_and_reports_it():
     batch = random_batch(agent, torch.randn(64))
     args = tiny_update_args("--max-kl", "0.005")
     before = trpo.flat_params(trpo.policy_parameters(agent))
-    stats = trpo.update(agent, trpo.make_optimizers(agent, args), {}, batch, args, progress=0.0)
+    stats = trpo.update(agent, *trpo.make_learner(agent, args), batch, args, progress=0.0)
     assert set(stats) == STATS
     assert stats["step_accepted"] == 1 and 0.0 < stats["kl"] <= 0.005 and stats["surrogate_improvement"] > 0
     step = trpo.flat_params(trpo.policy_parameters(agent)) - before
@@ -269,7 +269,7 @@ def test_update_with_a_zero_gradient_rejects_the_step_and_stays_finite():
     batch = random_batch(agent, torch.ones(64))
     args = tiny_update_args()
     before = trpo.flat_params(trpo.policy_parameters(agent))
-    stats = trpo.update(agent, trpo.make_optimizers(agent, args), {}, batch, args, progress=0.0)
+    stats = trpo.update(agent, *trpo.make_learner(agent, args), batch, args, progress=0.0)
     assert set(stats) == STATS and all(np.isfinite(v) for v in stats.values())
     assert stats["step_accepted"] == 0 and stats["step_norm"] == 0.0
     assert torch.equal(trpo.flat_params(trpo.policy_parameters(agent)), before)
