@@ -67,7 +67,7 @@ from torch.distributions import Categorical, Independent, Normal
 
 # === shared: learning settings ===
 # Every setting is declared in this block, read top to bottom: every script's learning settings
-# here, the algorithm's own and its Atari defaults next, the run's own (env, seed, budget, files) last.
+# here, the algorithm's own and its Atari defaults next, the run's own (env, seed, files) last.
 def add_learning_settings(group):
     """What every script learns with. Defaults: PPO paper Table 3 (MuJoCo), unless noted."""
     add, on_off = group.add_argument, argparse.BooleanOptionalAction
@@ -166,11 +166,9 @@ def add_run_settings(parser):
     add, on_off = parser.add_argument, argparse.BooleanOptionalAction
     add("--env", default="CartPole-v1", help="Gymnasium id: vector or image observations, "
         "Discrete or Box actions; ALE/* ids (Atari) take the Atari defaults (--eval: the model's)")
-    add("--seed", type=seed_int, default=1, help="seed of Python, NumPy, torch and the environments")
+    add("--seed", type=seed_int, default=1, help="seed of Python, NumPy, torch and the envs")
     add("--total-timesteps", type=positive_int, default=1_000_000,
         help="environment steps in all, rounded down to whole batches (PPO paper, MuJoCo)")
-    add("--vector", choices=["sync", "async"], default="sync",
-        help="step the envs in this process (sync) or in a subprocess each (async)")
     add("--device", choices=["auto", "cpu", "cuda"], default="auto", help="auto: cuda, if "
         "there is one, for images; the cpu for vectors (small MLPs are slower on a GPU)")
     add("--torch-threads", type=positive_int, default=1,
@@ -239,9 +237,9 @@ def mlp(in_dim, hidden_sizes, out_dim, out_gain):
 
 
 def cnn(channels, height, width):
-    """ReLU network of Mnih et al. 2015 (DQN), the one the PPO paper's released code ran on
-    Atari (baselines ppo2 `cnn`), up to its features: the CNN_CONVS convolutions, then
-    CNN_HIDDEN units; initialized as mlp is. Takes images (B, C, H, W) scaled to [0, 1]."""
+    """ReLU network of Mnih et al. 2015 (DQN), as baselines ppo2 and CleanRL run it on Atari (the
+    PPO paper, section 6.4, cites A3C's smaller one), up to its features: the CNN_CONVS
+    convolutions, then CNN_HIDDEN units; initialized as mlp is. Takes (B, C, H, W) in [0, 1]."""
     layers = []
     for filters, kernel, stride in CNN_CONVS:
         layers += [nn.Conv2d(channels, filters, kernel, stride=stride), nn.ReLU()]
@@ -255,22 +253,18 @@ def cnn(channels, height, width):
 
 
 class Agent(nn.Module):
-    """Separate policy and value networks: MLPs for vectors (obs_shape (obs_dim,)), CNNs for
-    images (obs_shape (C, H, W), or (H, W, C) for channels-last), or one CNN with two heads under
-    share_cnn (the scripts' SHARE_CNN). A vector agent holds its observation normalizer in buffers,
-    saved with the weights, so a loaded agent sees observations exactly as in training; only
-    `obs_rms.update`, called by training between updates, changes them. Images are only scaled to
-    [0, 1]. Methods take raw observations (B, *obs_shape), but the two *_from_* ones. Policy:
-    categorical over logits (Discrete), or a diagonal Gaussian with a learned, state-independent
-    log-std (Box; PPO section 6.1, after TRPO appendix D)."""
+    """Policy and value networks: MLPs for vectors (obs_shape (obs_dim,)), CNNs for images ((C, H,
+    W) or (H, W, C)), one CNN under both heads with share_cnn. The observation normalizer lives in
+    buffers, saved with the weights; only training's `obs_rms.update` changes it. Methods take raw
+    observations (B, *obs_shape), but the *_from_* ones. Policy: categorical (Discrete), or a
+    diagonal Gaussian with a learned, state-independent log-std (Box; TRPO appendix D)."""
 
     def __init__(self, obs_shape, action_dim, continuous, hidden_sizes=(64, 64), norm_obs=True,
                  obs_clip=10.0, share_cnn=False):
         super().__init__()
-        self.config = {  # load_agent rebuilds the agent from it
-            "obs_shape": list(obs_shape), "action_dim": action_dim, "continuous": continuous,
-            "hidden_sizes": list(hidden_sizes), "norm_obs": norm_obs, "obs_clip": obs_clip,
-            "share_cnn": share_cnn}
+        self.config = dict(obs_shape=list(obs_shape), action_dim=action_dim, continuous=continuous,
+                           hidden_sizes=list(hidden_sizes), norm_obs=norm_obs, obs_clip=obs_clip,
+                           share_cnn=share_cnn)  # load_agent rebuilds the agent from it
         self.image, self.continuous, self.obs_clip = len(obs_shape) == 3, continuous, obs_clip
         self.norm_obs = norm_obs and not self.image  # images are scaled instead
         if self.image:
@@ -307,9 +301,9 @@ class Agent(nn.Module):
 
     @torch.no_grad()
     def score(self, obs, value=True):
-        """(pi, V) of a whole batch of raw observations, without gradients (V None unless
-        `value`). Images go IMAGES_PER_PASS at a time: a slice's activations stay in the CPU's
-        caches, 4,096 frames' do not (2x faster here); on Breakout, the same bits as one pass."""
+        """(pi, V) of a whole batch, without gradients (V None unless `value`). Images go
+        IMAGES_PER_PASS at a time: the activations stay in the CPU's caches (1.9x faster over
+        4,096 Breakout frames, with the same bits as one pass)."""
         rows = IMAGES_PER_PASS if self.image else len(obs)
         out, values = zip(*(self.outputs_from_normalized(x) if value else (self.actor(x), None)
                             for x in map(self.normalize, obs.split(rows))))
@@ -330,9 +324,7 @@ class Agent(nn.Module):
         return self.policy_from_output(self.actor(self.normalize(obs)))
 
     @torch.no_grad()
-    def sample_action(self, obs):
-        """a ~ pi(.|s), (B,) or (B, action_dim), as distribution(obs).sample() draws it but
-        without a Distribution object, whose bookkeeping costs more than the network."""
+    def sample_action(self, obs):  # a ~ pi(.|s), (B,) or (B, A), without a Distribution's upkeep
         out = self.actor(self.normalize(obs))  # logits or means, (B, action_dim)
         if self.continuous:
             return out + self.actor_logstd.exp() * torch.randn_like(out)
@@ -401,40 +393,28 @@ class Rollout:
     bootstrap: torch.Tensor  # (T, N) gamma * V(s_final) where a time limit cut it, else 0
     next_value: torch.Tensor  # (N,) V(s_T) of the observation after the last step
 
-    @classmethod
-    def empty(cls, num_steps, num_envs, spaces, device):
-        def zeros(*trailing, dtype=torch.float32):  # (T, N, *trailing)
-            return torch.zeros((num_steps, num_envs, *trailing), dtype=dtype, device=device)
-        actions = zeros(spaces["action_dim"]) if spaces["continuous"] else zeros().long()
-        image = len(spaces["obs_shape"]) == 3  # kept as uint8: 4x less memory than float32
-        obs = zeros(*spaces["obs_shape"], dtype=torch.uint8 if image else torch.float32)
-        return cls(obs, actions, logprobs=zeros(), values=zeros(), rewards=zeros(), dones=zeros(),
-                   bootstrap=zeros(), next_value=torch.zeros(num_envs, device=device))
-
 
 @torch.no_grad()
-def collect_rollout(envs, agent, buf, obs, gamma, episodes, warm_up=False):
-    """Fill `buf` with T steps of every env, starting from observations `obs` (N, ...),
-    and return the observations to start the next rollout from. `episodes` (Part 2)
-    keeps the raw returns of whole games for the logs, whatever the learner sees.
-    `warm_up` seeds the observation normalizer from this rollout before it is scored."""
-    device, action_space = buf.obs.device, envs.single_action_space
-    # Per-step data is staged in NumPy and copied to the buffer once at the end:
-    # writing a NumPy row costs far less than a small torch copy, T times over.
-    obs_np = np.empty(buf.obs.shape, dtype=np.uint8 if buf.obs.dtype == torch.uint8 else np.float32)
+def collect_rollout(envs, agent, obs, num_steps, gamma, episodes, warm_up=False):
+    """num_steps steps of every env from observations `obs` (N, ...): returns the Rollout and the
+    observations the next one starts from. `episodes` (Part 2) keeps whole games' raw returns for
+    the logs. `warm_up` seeds the observation normalizer from this rollout before it is scored."""
+    device, action_space = next(agent.parameters()).device, envs.single_action_space
+    # Each step's data is staged in NumPy and made a tensor once at the end: writing a NumPy
+    # row costs far less than a small torch copy, T times over. Images stay uint8 (4x smaller).
+    obs_np = np.empty((num_steps, *np.shape(obs)), np.uint8 if agent.image else np.float32)
+    rewards_np, dones_np = np.empty((2, num_steps, len(obs)), dtype=np.float32)  # (T, N) each
+    actions, cuts = [], []  # cuts: (t, which envs a time limit cut at step t, their final obs)
 
     def as_input(o):  # observations as the agent takes them: float32, or uint8 images
         return torch.as_tensor(np.asarray(o, dtype=obs_np.dtype), device=device)
 
-    rewards_np, dones_np = (np.empty(buf.rewards.shape, dtype=np.float32) for _ in range(2))
-    cuts = []  # (t, which envs a time limit cut at step t, their final observations)
-    for t in range(buf.rewards.shape[0]):
+    for t in range(num_steps):
         obs_np[t] = obs
-        action = agent.sample_action(torch.from_numpy(obs_np[t]).to(device))  # (N,) or (N, A)
-        buf.actions[t] = action
-        env_action = action.cpu().numpy()
+        actions.append(agent.sample_action(as_input(obs_np[t])))  # (N,) or (N, A)
+        env_action = actions[-1].cpu().numpy()
         if isinstance(action_space, gym.spaces.Box):
-            # Clip only what the env sees: the buffer keeps the unclipped sample, the one
+            # Clip only what the env sees: the rollout keeps the unclipped sample, the one
             # the Gaussian policy actually drew, and its log-prob is computed from it.
             env_action = np.clip(env_action, action_space.low, action_space.high)
         obs, reward, terminated, truncated, infos = envs.step(env_action)
@@ -446,26 +426,26 @@ def collect_rollout(envs, agent, buf, obs, gamma, episodes, warm_up=False):
         # A lost life (Atari, Part 2) ends the episode for GAE, not the game the logs count.
         life_lost = infos.get("final_info", {}).get("life_lost", np.zeros_like(done))
         episodes.step(reward, done & ~life_lost)
-    for tensor, array in ((buf.obs, obs_np), (buf.rewards, rewards_np), (buf.dones, dones_np)):
-        tensor.copy_(torch.from_numpy(array))
+    all_obs, actions = torch.from_numpy(obs_np).to(device), torch.stack(actions)
     if warm_up:
         # A fresh normalizer only clips to +-obs_clip. Seeded before the scoring below, it makes
-        # pi_old the policy the first update starts from (ratio 1 up to rounding); the acting
-        # policy saw raw inputs, but its 0.01 head (POLICY_HEAD_GAIN) kept it nearly blind to them.
+        # pi_old the policy the first update starts from. The acting policy saw raw inputs, but
+        # its 0.01 head (POLICY_HEAD_GAIN) kept it nearly blind to them: pi_old / pi_acting is
+        # within about 1% of 1 on average on MuJoCo's first batches.
         # all_gather_rows: every rank's rows, so all ranks normalize alike; in one, these.
-        agent.obs_rms.update(all_gather_rows(buf.obs.flatten(0, 1)))
+        agent.obs_rms.update(all_gather_rows(all_obs.flatten(0, 1)))
     # Scored in batched passes after the steps: the networks did not change during them,
     # so these are the numbers each step would have computed, at a fraction of the cost.
-    policy, values = agent.score(buf.obs.flatten(0, 1))
-    buf.logprobs.copy_(policy.log_prob(buf.actions.flatten(0, 1)).view_as(buf.logprobs))
-    buf.values.copy_(values.view_as(buf.values))  # (T * N,) each
-    buf.next_value.copy_(agent.get_value(as_input(obs)))
+    policy, values = agent.score(all_obs.flatten(0, 1))  # pi(.|s), V(s) of the T * N rows
     # Where a time limit cut an episode, V(s_final) belongs in the return (Pardo et al. 2018).
-    buf.bootstrap.zero_()
+    bootstrap = torch.zeros(num_steps, len(obs), device=device)  # (T, N)
     for t, cut, final_obs in cuts:
         value = agent.get_value(as_input(final_obs))
-        buf.bootstrap[t, torch.as_tensor(cut, device=device)] = gamma * value
-    return obs
+        bootstrap[t, torch.as_tensor(cut, device=device)] = gamma * value
+    logprobs = policy.log_prob(actions.flatten(0, 1)).view(num_steps, -1)  # (T, N)
+    return Rollout(all_obs, actions, logprobs, values.view(num_steps, -1),
+                   torch.from_numpy(rewards_np).to(device), torch.from_numpy(dones_np).to(device),
+                   bootstrap, agent.get_value(as_input(obs))), obs
 # === end shared ===
 
 
@@ -535,20 +515,20 @@ class Batch:
     returns: torch.Tensor  # (B,) the value targets
 
 
-def make_batch(buf, reward_scaler, gamma, gae_lambda, sign_rewards=False):
+def make_batch(rollout, reward_scaler, gamma, gae_lambda, sign_rewards=False):
     """Rollout -> flat batch with GAE advantages and value targets. With `sign_rewards` the
     learner sees each reward's sign alone (Mnih et al. 2015's Atari clipping, used by the
     PPO paper): games score on scales far apart. The reward scaler first takes in this
     rollout's rewards, so the first batch of a run is already scaled. The time-limit
     bootstrap gamma * V(s_final) is added after scaling: V is learned in scaled units."""
-    rewards = buf.rewards.sign() if sign_rewards else buf.rewards
+    rewards = rollout.rewards.sign() if sign_rewards else rollout.rewards
     if reward_scaler is not None:
-        reward_scaler.observe(rewards, buf.dones)
+        reward_scaler.observe(rewards, rollout.dones)
         rewards = reward_scaler.scale(rewards)
-    advantages, returns = compute_gae(rewards + buf.bootstrap, buf.values, buf.dones,
-                                      buf.next_value, gamma, gae_lambda)
-    return Batch(*(x.flatten(0, 1) for x in (buf.obs, buf.actions, buf.logprobs, buf.values,
-                                             advantages, returns)))
+    advantages, returns = compute_gae(rewards + rollout.bootstrap, rollout.values, rollout.dones,
+                                      rollout.next_value, gamma, gae_lambda)
+    return Batch(*(x.flatten(0, 1) for x in (rollout.obs, rollout.actions, rollout.logprobs,
+                                             rollout.values, advantages, returns)))
 # === end shared ===
 
 
@@ -828,13 +808,14 @@ def train(args):
         reward_scaler = (RewardScaler(args.num_envs, args.gamma, args.reward_clip)
                          if args.norm_reward else None)
         run.begin(agent, optimizers, algorithm_state, reward_scaler)  # resumes, if asked to
-        buf = Rollout.empty(args.num_steps, args.num_envs, run.spaces, run.device)
         batch_size = args.num_envs * args.num_steps * run.world_size  # all ranks together
         while run.global_step + batch_size <= args.total_timesteps and not run.stop_requested():
             progress = schedule_progress(run.global_step, args.total_timesteps, run.anchor)
             warm_up = agent.norm_obs and run.global_step == 0  # a fresh run's first rollout
-            obs = collect_rollout(envs, agent, buf, obs, args.gamma, run.episodes, warm_up)
-            batch = make_batch(buf, reward_scaler, args.gamma, args.gae_lambda, args.sign_rewards)
+            rollout, obs = collect_rollout(envs, agent, obs, args.num_steps, args.gamma,
+                                           run.episodes, warm_up)
+            batch = make_batch(rollout, reward_scaler, args.gamma, args.gae_lambda,
+                               args.sign_rewards)
             stats = update(agent, optimizers, algorithm_state, batch, args, progress)
             if agent.norm_obs and not warm_up:
                 # Only now, after the update: the acting policy and pi_old normalized alike.
@@ -849,9 +830,11 @@ def train(args):
 
 
 # ############################### PART 2: MACHINERY ################################
-# You may stop reading here: the algorithm is all above. What follows makes the file a
-# dependable tool (command line, resume, several processes, checkpoints, logs,
-# evaluation) and changes nothing about how the agent learns.
+# You may stop reading here: the algorithm is all above, but for three things decided below that
+# shape what is learned on some tasks: Atari's preprocessing (frame skip and max-pooling, 84x84
+# grayscale, 4 stacked frames, no-op starts, FIRE, a lost life as the learner's episode end), the
+# Atari defaults replacing the usual ones, and the seeding. The rest makes the file a dependable
+# tool: command line, resume, checkpoints, logs, evaluation.
 
 
 # === shared: command line ===
@@ -859,9 +842,9 @@ class UsageError(Exception):
     """Bad input: reported as one line on stderr, never a traceback."""
 
 
-RESUMABLE = {"total_timesteps", "device", "vector", "torch_threads", "tensorboard",
-             "checkpoint_every"}  # settings a resumed run may change; the rest are its own
-NOT_SAVED = {"resume", "eval", "eval_episodes", "stochastic_eval", "run_dir"}  # what to do now
+# Settings a resumed run may change; the rest are its own. NOT_SAVED: what to do now, not the run.
+RESUMABLE = {"total_timesteps", "device", "torch_threads", "tensorboard", "checkpoint_every"}
+NOT_SAVED = {"resume", "eval", "eval_episodes", "stochastic_eval", "run_dir"}
 
 
 def build_parser():
@@ -879,9 +862,9 @@ def build_parser():
 
 
 def parse_args(argv=None):
-    """Parse and check the command line. argparse fills in a default only where the
-    namespace it is given lacks the name, so: --eval keeps env None unless typed (the
-    model's env is then used), and --resume starts from the run's saved settings."""
+    """Parse and check the command line. argparse fills in a default only where the namespace it
+    is given lacks the name: --eval keeps env None unless typed (the model's is then used), and
+    --resume starts from the run's saved settings."""
     parser = build_parser()
     args = parser.parse_args(argv)
     ranks = int(os.environ.get("WORLD_SIZE", "1"))  # an update takes a batch from each copy
@@ -889,8 +872,7 @@ def parse_args(argv=None):
         return parser.parse_args(argv, argparse.Namespace(env=None))
     if args.resume is not None:
         if args.run_dir is not None:
-            raise UsageError("--run-dir cannot be given with --resume: a run continues in its own "
-                             "directory")
+            raise UsageError("--run-dir cannot be given with --resume: a run goes on in its own")
         checkpoint = load_checkpoint(Path(args.resume) / "model.pt")
         if checkpoint["algorithm"] != ALGORITHM:
             raise UsageError(f"cannot resume: {args.resume} is a {checkpoint['algorithm']} run, "
@@ -935,9 +917,9 @@ def start_distributed(device_name, image):
 
 
 def check_env(env_id, render=False):
-    """Make the environment once, so that bad input fails before a run directory exists:
-    an unknown id, unsupported spaces, and with `render` (--capture-video) a machine that
-    cannot draw frames. Returns the sizes an Agent is built from."""
+    """Make the environment once, so that bad input fails before a run directory exists: an
+    unknown id, unsupported spaces, and with `render` (--capture-video) a machine that cannot
+    draw. Returns the sizes an Agent is built from."""
     if render and importlib.util.find_spec("moviepy") is None:  # RecordVideo writes MP4s with it
         raise UsageError("--capture-video needs moviepy: pip install moviepy")
     try:
@@ -972,24 +954,18 @@ def check_env(env_id, render=False):
             "action_dim": int(action_space.shape[0] if continuous else action_space.n)}
 
 
-def make_vector_env(env_id, num_envs, vector, video_dir=None):
-    """num_envs environments stepped together in AUTORESET mode (Part 1); videos of env 0."""
-    builders = [make_env(env_id, video_dir if i == 0 else None, worker=vector == "async")
-                for i in range(num_envs)]  # async: a subprocess each
-    vector_env = gym.vector.AsyncVectorEnv if vector == "async" else gym.vector.SyncVectorEnv
-    return vector_env(builders, autoreset_mode=AUTORESET)
+def make_vector_env(env_id, num_envs, video_dir=None):
+    """num_envs environments stepped together in this process, in AUTORESET mode (Part 1); videos
+    of env 0. More cores go to more copies of the learner (torchrun), not to env subprocesses."""
+    builders = [make_env(env_id, video_dir if i == 0 else None) for i in range(num_envs)]
+    return gym.vector.SyncVectorEnv(builders, autoreset_mode=AUTORESET)
 
 
-def make_env(env_id, video_dir=None, every_episode=False, render=False, worker=False):
+def make_env(env_id, video_dir=None, every_episode=False, render=False):
     """A builder of one environment (vector envs want builders); with `video_dir`, RecordVideo
     writes MP4s there: of every episode, or of episodes 0, 1, 8, 27, ..., 1000, 2000, ... (its
     default, for training); Atari games as played, before the preprocessing, one video a game."""
-    main_pid = os.getpid()  # the main process, where AsyncVectorEnv builds a dummy env too
     def build():
-        # An async worker shares the terminal's process group: Ctrl-C would kill it mid-step. It
-        # ignores Ctrl-C, and the main process (which must keep it) decides how to stop.
-        if worker and os.getpid() != main_pid:
-            signal.signal(signal.SIGINT, signal.SIG_IGN)
         # render_mode only where frames are wanted: an environment of one's own may not take it
         kwargs = {"render_mode": "rgb_array"} if video_dir is not None or render else {}
         env = atari_game(env_id, **kwargs) if is_atari(env_id) else gym.make(env_id, **kwargs)
@@ -1087,7 +1063,7 @@ class FireAfterReset(gym.Wrapper):
 
 # === shared: checkpoints and logs ===
 CHECKPOINT_FORMAT = 1
-RECENT_EPISODES = 20  # episodes averaged in the console and progress.csv (CartPole's window)
+RECENT_EPISODES = 20  # episodes averaged in the console and progress.csv's return_mean
 
 
 class TrainingDiverged(Exception):
@@ -1095,8 +1071,8 @@ class TrainingDiverged(Exception):
 
 
 def seed_everything(seed, envs):
-    """Seed Python and NumPy (for any user code), torch (action sampling, minibatch
-    order), each env with seed + index and the action spaces; return the first obs."""
+    """Seed Python and NumPy (for any user code), torch (action sampling, minibatch order), each
+    env with seed + index and the action spaces; return the first observations."""
     random.seed(seed)
     np.random.seed(seed % SEED_RANGE)
     torch.manual_seed(seed)
@@ -1105,8 +1081,8 @@ def seed_everything(seed, envs):
 
 
 class EpisodeTracker:
-    """Raw return and length of each env's current episode, and the episodes finished
-    since the logs last took them, as (global_step, return, length)."""
+    """Raw return and length of each env's episode; those finished since the logs last took them,
+    as (global_step, return, length)."""
 
     def __init__(self, num_envs, global_step, steps_per_call):
         self.returns, self.lengths = np.zeros(num_envs), np.zeros(num_envs, dtype=np.int64)
@@ -1167,7 +1143,7 @@ class Run:
         self.sigint = self.stopped = False
         # Last, so that nothing fails with the environments open before train's try/finally.
         video_dir = self.dir / "videos" if args.capture_video and self.rank == 0 else None
-        self.envs = make_vector_env(args.env, args.num_envs, args.vector, video_dir)
+        self.envs = make_vector_env(args.env, args.num_envs, video_dir)
         # A resumed run plays new episodes, seeded by its step so they differ from the
         # ones already played; each rank's environments get their own seeds.
         self.obs = seed_everything(args.seed + self.global_step + self.rank * args.num_envs,

@@ -66,7 +66,7 @@ def main(argv=None):
     with tempfile.TemporaryDirectory(prefix="atari-speed-") as workdir:
         try:
             for _ in range(args.rounds):
-                measure = {"raw env": lambda: raw_sps(module.make_vector_env, args.env, num_envs, "sync",
+                measure = {"raw env": lambda: raw_sps(module.make_vector_env, args.env, num_envs,
                                                       args.steps)}
                 for script, *flags in [[script] for script in args.scripts] + variants:
                     measure[shlex.join([script, *flags])] = (

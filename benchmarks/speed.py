@@ -36,8 +36,7 @@ the git directory that the search tool's `fetch github:vwxyzjn/cleanrl` returns 
 so every side is measured between the others, alternating; the tables show the median of the
 rounds and the ratios are of medians.
 
-Scaling: training and raw SPS for --num-envs 1/2/4/8 with --vector sync and
-async. The batch stays at 2048 steps (--num-steps 2048/N), so the update costs
+Scaling: training and raw SPS for --num-envs 1/2/4/8. The batch stays at 2048 steps (--num-steps 2048/N), so the update costs
 the same and only the rollout changes.
 """
 
@@ -137,10 +136,10 @@ def cleanrl_ppo_sps(python, git_dir, env, steps, workdir):
     return (steps // CLEANRL_BATCH * CLEANRL_BATCH / wall, float(found[-1]))
 
 
-def raw_sps(make_vector_env, env, num_envs, vector, steps):
+def raw_sps(make_vector_env, env, num_envs, steps):
     """Environment steps per second of the vector env alone, on random actions drawn in advance."""
     try:
-        envs = make_vector_env(env, num_envs, vector)
+        envs = make_vector_env(env, num_envs)
     except Exception as error:  # gymnasium raises many types: unknown id, missing extra, ...
         raise Failed(f"cannot make {env}: {error}") from None
     try:
@@ -201,7 +200,7 @@ def build_parser():
                         help=f"environment steps per measurement, at least one batch of {BATCH} "
                              "(default: %(default)s)")
     parser.add_argument("--no-scaling", action="store_true",
-                        help="skip the --num-envs / --vector scaling table (default: measure it)")
+                        help="skip the --num-envs scaling table (default: measure it)")
     parser.add_argument("--num-envs-list", nargs="+", type=positive_int, default=[1, 2, 4, 8], metavar="N",
                         help=f"--num-envs values of the scaling table, each dividing {BATCH} "
                              "(default: %(default)s)")
@@ -276,7 +275,7 @@ def main(argv=None):
 
         for _ in range(args.rounds):
             for env in args.envs:
-                measure(("raw env", env), lambda: raw_sps(make_vector_env, env, 1, "sync", args.steps))
+                measure(("raw env", env), lambda: raw_sps(make_vector_env, env, 1, args.steps))
                 for script in args.scripts:
                     measure((script, env), train_sps, args.python, script, env, args.steps, [], workdir)
                 if sb3_skip is None:
@@ -339,23 +338,22 @@ def main(argv=None):
             print("\nCleanRL ppo.py: skipped (the pair needs ppo_clip among --scripts and CartPole-v1 among --envs)")
 
         if not args.no_scaling:
-            print(f"\nscaling: SPS by --num-envs N and --vector, batch kept at {BATCH} (--num-steps {BATCH}/N)")
-            header = f"{'script':<12} {'env':<16} {'vector':<6} {'measure':<7}" + "".join(
+            print(f"\nscaling: SPS by --num-envs N, batch kept at {BATCH} (--num-steps {BATCH}/N)")
+            header = f"{'script':<12} {'env':<16} {'measure':<7}" + "".join(
                 f" {f'N={n}':>9}" for n in args.num_envs_list)
             lines = [header, "-" * len(header)]
             for env in args.envs:
-                for vector in ("sync", "async"):
-                    cells = {}
-                    for n in args.num_envs_list:
-                        cells["raw", n] = attempt(lambda: raw_sps(make_vector_env, env, n, vector, args.steps))
-                        for script in args.scripts:
-                            extra = ["--num-envs", str(n), "--num-steps", str(BATCH // n), "--vector", vector]
-                            cells[script, n] = attempt(train_sps, args.python, script, env, args.steps, extra,
-                                                       workdir)
-                    for who in [*args.scripts, "raw"]:
-                        label = ("raw env", "raw") if who == "raw" else (who, "train")
-                        lines.append(f"{label[0]:<12} {env:<16} {vector:<6} {label[1]:<7}"
-                                     + "".join(f" {num(cells[who, n]):>9}" for n in args.num_envs_list))
+                cells = {}
+                for n in args.num_envs_list:
+                    cells["raw", n] = attempt(lambda: raw_sps(make_vector_env, env, n, args.steps))
+                    for script in args.scripts:
+                        extra = ["--num-envs", str(n), "--num-steps", str(BATCH // n)]
+                        cells[script, n] = attempt(train_sps, args.python, script, env, args.steps, extra,
+                                                   workdir)
+                for who in [*args.scripts, "raw"]:
+                    label = ("raw env", "raw") if who == "raw" else (who, "train")
+                    lines.append(f"{label[0]:<12} {env:<16} {label[1]:<7}"
+                                 + "".join(f" {num(cells[who, n]):>9}" for n in args.num_envs_list))
             print("\n".join(lines))
     if failures:
         print(f"speed.py: {len(failures)} measurements failed", file=sys.stderr)

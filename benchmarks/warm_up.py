@@ -25,12 +25,11 @@ import ppo_clip  # noqa: E402  (the agent and rollout are shared by all three sc
 def first_batch_gap(env_id, seed, num_steps):
     """(mean KL(acting || seeded), mean |ratio - 1|) on the first rollout of a fresh run."""
     spaces = ppo_clip.check_env(env_id)
-    envs = ppo_clip.make_vector_env(env_id, 1, "sync")
+    envs = ppo_clip.make_vector_env(env_id, 1)
     try:
         obs = ppo_clip.seed_everything(seed, envs)
         agent = ppo_clip.Agent(**spaces)
-        buf = ppo_clip.Rollout.empty(num_steps, 1, spaces, "cpu")
-        ppo_clip.collect_rollout(envs, agent, buf, obs, 0.99, ppo_clip.EpisodeTracker(1, 0, 1))
+        buf, _ = ppo_clip.collect_rollout(envs, agent, obs, num_steps, 0.99, ppo_clip.EpisodeTracker(1, 0, 1))
     finally:
         envs.close()
     with torch.no_grad():

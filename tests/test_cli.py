@@ -223,8 +223,8 @@ def test_default_run_directory_name(script, tmp_path):
     assert run_dir.name.startswith(f"CartPole-v1__{script}__7__")
 
 
-def test_async_vector_env_and_continuous_actions(script, tmp_path):
-    result = run_script(script, *tiny(script), "--env", "Pendulum-v1", "--vector", "async", "--num-envs", "2",
+def test_several_envs_and_continuous_actions(script, tmp_path):
+    result = run_script(script, *tiny(script), "--env", "Pendulum-v1", "--num-envs", "2",
                         "--total-timesteps", "256", "--run-dir", "run", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert [int(r["global_step"]) for r in rows(tmp_path / "run" / "progress.csv")] == [128, 256]

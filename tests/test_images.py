@@ -143,17 +143,15 @@ def test_check_env_describes_images_and_refuses_the_rest(module):
 
 def image_rollout(module, env_id, shape, num_steps, num_envs):
     """One rollout of an agent whose V(s) = VALUE for every image: (buffer, episode tracker)."""
-    envs = module.make_vector_env(env_id, num_envs=num_envs, vector="sync")
+    envs = module.make_vector_env(env_id, num_envs=num_envs)
     try:
         obs = module.seed_everything(0, envs)
         agent = module.Agent(obs_shape=shape, action_dim=2, continuous=False)
         with torch.no_grad():
             agent.critic[-1].weight.zero_()  # the value's linear head on the CNN's features
             agent.critic[-1].bias.fill_(VALUE)
-        buf = module.Rollout.empty(num_steps, num_envs, {"obs_shape": shape, "action_dim": 2, "continuous": False},
-                                   "cpu")
         tracker = module.EpisodeTracker(num_envs, 0, num_envs)
-        module.collect_rollout(envs, agent, buf, obs, GAMMA, tracker)
+        buf, _ = module.collect_rollout(envs, agent, obs, num_steps, GAMMA, tracker)
     finally:
         envs.close()
     return buf, tracker

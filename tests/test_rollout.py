@@ -17,17 +17,14 @@ def constant_value_agent(module):
     return agent
 
 
-@pytest.mark.parametrize("vector", ["sync", "async"])
-def test_time_limit_bootstraps_and_termination_does_not(module, vector):
-    spaces = {"obs_shape": [2], "action_dim": 2, "continuous": False}
+def test_time_limit_bootstraps_and_termination_does_not(module):
     targets = {}
     for env_id in ("CorridorTimeLimit-v0", "CorridorTerminates-v0"):
-        envs = module.make_vector_env(env_id, num_envs=2, vector=vector)
+        envs = module.make_vector_env(env_id, num_envs=2)
         try:
             obs = module.seed_everything(0, envs)
-            buf = module.Rollout.empty(12, 2, spaces, "cpu")
             tracker = module.EpisodeTracker(2, global_step=100, steps_per_call=2)
-            obs = module.collect_rollout(envs, constant_value_agent(module), buf, obs, GAMMA, tracker)
+            buf, obs = module.collect_rollout(envs, constant_value_agent(module), obs, 12, GAMMA, tracker)
             finished = tracker.finished
         finally:
             envs.close()
@@ -51,14 +48,13 @@ def test_time_limit_bootstraps_and_termination_does_not(module, vector):
 
 def test_box_actions_are_clipped_for_the_env_only(module):
     """The log-prob stored is that of the unclipped Gaussian sample."""
-    envs = module.make_vector_env("Pendulum-v1", num_envs=1, vector="sync")
+    envs = module.make_vector_env("Pendulum-v1", num_envs=1)
     try:
         obs = module.seed_everything(0, envs)
         agent = module.Agent(obs_shape=(3,), action_dim=1, continuous=True)
         with torch.no_grad():
             agent.actor_logstd.fill_(2.0)  # std 7.4 on a [-2, 2] action range: most samples are out of bounds
-        buf = module.Rollout.empty(64, 1, {"obs_shape": [3], "action_dim": 1, "continuous": True}, "cpu")
-        module.collect_rollout(envs, agent, buf, obs, 0.99, module.EpisodeTracker(1, 0, 1))
+        buf, _ = module.collect_rollout(envs, agent, obs, 64, 0.99, module.EpisodeTracker(1, 0, 1))
     finally:
         envs.close()
     assert buf.actions.abs().max() > 2.0
@@ -71,13 +67,12 @@ def test_warm_up_seeds_the_normalizer_before_the_rollout_is_scored(module):
     """A fresh run's first rollout: the normalizer learns its statistics from it, and the
     log-probs, values and time-limit bootstraps are computed with them, so pi_old is
     exactly the policy the first update starts from (its ratio starts at 1)."""
-    envs = module.make_vector_env("CorridorTimeLimit-v0", num_envs=2, vector="sync")
+    envs = module.make_vector_env("CorridorTimeLimit-v0", num_envs=2)
     try:
         obs = module.seed_everything(0, envs)
         agent = module.Agent(obs_shape=(2,), action_dim=2, continuous=False)
-        buf = module.Rollout.empty(12, 2, {"obs_shape": [2], "action_dim": 2, "continuous": False}, "cpu")
-        last = module.collect_rollout(envs, agent, buf, obs, GAMMA, module.EpisodeTracker(2, 0, 2),
-                                      warm_up=True)
+        buf, last = module.collect_rollout(envs, agent, obs, 12, GAMMA, module.EpisodeTracker(2, 0, 2),
+                                           warm_up=True)
     finally:
         envs.close()
     flat = buf.obs.flatten(0, 1).double()  # t = 0..4, 0..4, 0, 1 in each env
@@ -97,13 +92,12 @@ def test_warm_up_seeds_the_normalizer_before_the_rollout_is_scored(module):
 
 
 def test_without_warm_up_the_rollout_leaves_the_normalizer_alone(module):
-    envs = module.make_vector_env("CartPole-v1", num_envs=1, vector="sync")
+    envs = module.make_vector_env("CartPole-v1", num_envs=1)
     try:
         obs = module.seed_everything(0, envs)
         agent = module.Agent(obs_shape=(4,), action_dim=2, continuous=False)
         before = {k: v.clone() for k, v in agent.state_dict().items()}
-        buf = module.Rollout.empty(32, 1, {"obs_shape": [4], "action_dim": 2, "continuous": False}, "cpu")
-        module.collect_rollout(envs, agent, buf, obs, GAMMA, module.EpisodeTracker(1, 0, 1))
+        module.collect_rollout(envs, agent, obs, 32, GAMMA, module.EpisodeTracker(1, 0, 1))
     finally:
         envs.close()
     assert all(torch.equal(before[k], v) for k, v in agent.state_dict().items())
