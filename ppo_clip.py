@@ -6,12 +6,12 @@ on a surrogate objective whose incentive to move the policy is cut off ("clipped
 probability ratio between the new and the old policy leaves [1 - eps, 1 + eps]. Advantages
 come from Generalized Advantage Estimation (Schulman et al. 2015, arXiv 1506.02438).
 
-Map. Part 1, the algorithm: settings (all that changes what is learned) -> agent (networks,
-normalizer) -> environments -> rollout -> advantages (GAE) -> THE UPDATE -> training loop. Part 2,
-which you may skip: command line, resume, vector env -> Atari -> torchrun helpers -> run directory,
-checkpoints, logs -> evaluation -> main. Part 1 uses four names from Part 2: Run and three torchrun
-helpers. All but this docstring, the algorithm's settings and its update is byte-identical in the
-three scripts: `diff ppo_clip.py trpo.py` shows what TRPO changes.
+Map. Part 1, the algorithm: every setting (the run's too) -> agent (networks, normalizer) ->
+environments -> torchrun's averaging -> rollout -> advantages (GAE) -> THE UPDATE -> training loop.
+Part 2, which you may skip: command line, resume, vector env -> Atari's preprocessing (which shapes
+what is learned on Atari) -> run directory, checkpoints, logs -> evaluation -> main. Part 1 uses one
+name from Part 2: Run. All but this docstring, the algorithm's settings and its update is
+byte-identical in the three scripts: `diff ppo_clip.py trpo.py` shows what TRPO changes.
 
 Usage:
     python ppo_clip.py --env CartPole-v1
@@ -310,8 +310,8 @@ class Agent(nn.Module):
 
 
 # === shared: environments ===
-# The N environments step together in a Gymnasium vector env (Part 2 makes it: Atari, videos,
-# subprocesses) whose autoreset mode matters for time limits. A time limit (truncation) cuts an
+# The N environments step together in a Gymnasium vector env (Part 2 makes it: Atari, videos)
+# whose autoreset mode matters for time limits. A time limit (truncation) cuts an
 # episode in a state that is not terminal, whose value V(s_final) belongs in the return. Gymnasium's
 # default, NEXT_STEP, resets on the *next* call, a wasted step whose action is ignored; SAME_STEP
 # resets at once and hands s_final over in `infos["final_obs"]`: every step is a real transition.
@@ -321,12 +321,11 @@ AUTORESET = gym.vector.AutoresetMode.SAME_STEP
 
 # === shared: distributed ===
 # Synchronous data parallelism, as in DeepMind's distributed PPO (Heess et al. 2017, arXiv
-# 1707.02286): `torchrun --nproc_per_node N X.py` starts N copies, each with its own environments
-# and batch, which average what they must to take exactly the same step: PPO the gradients and the
-# KL behind its decisions; TRPO the policy gradient, the Fisher-vector products, the line search's
-# measurements and the value gradients. Normalizers merge every rank's data; rank 0 alone writes
-# the run directory. Under plain `python X.py` there is one copy and all of this does nothing;
-# Part 2 joins torchrun's process group (start_distributed).
+# 1707.02286): `torchrun --nproc_per_node N X.py` starts N copies (ranks; Part 2 joins them up),
+# each with its own environments and batch, which average what they must to take the same step:
+# PPO the gradients and the KL behind its decisions; TRPO the policy gradient, the Fisher-vector
+# products, the line search's measurements and the value gradients. Normalizers merge every rank's
+# data. Under plain `python X.py` there is one copy and all of this does nothing.
 def world():  # (rank, world size) of this copy; (0, 1) when not launched by torchrun
     return (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
 
@@ -599,7 +598,7 @@ def update(agent, optimizers, state, batch, args, progress):
             loss.backward()
             # The ranks' mean gradient (average_gradients), so all take the same step.
             average_gradients(params)
-            # One norm over both networks (a huge gradient cannot wreck the policy): c1 then
+            # One norm over both networks (a huge gradient cannot wreck the policy): vf_coef then
             # sets the value's share of it, so it matters even when the networks share nothing.
             nn.utils.clip_grad_norm_(params, args.max_grad_norm)
             optimizer.step()
@@ -958,7 +957,7 @@ class Run:
                   f"{self.global_step:,} of {args.total_timesteps:,} in {self.dir}", flush=True)
             if ranks != self.world_size:  # allowed: each rank steps its own --num-envs
                 batch = args.num_envs * args.num_steps
-                print(f"[{ALGORITHM}] {self.world_size} ranks, not the run's {ranks}: the global "
+                print(f"[{ALGORITHM}] the run had {ranks} ranks, now {self.world_size}: the global "
                       f"batch changes from {ranks * batch:,} to {self.world_size * batch:,} steps")
         # Where the schedules' line starts (see schedule_progress): a resumed run's last update.
         self.anchor = self.last = tuple(resumed.get("schedule", (0, 0.0)))
@@ -1124,9 +1123,11 @@ def load_checkpoint(path, device="cpu"):
                          f"torch file ({type(error).__name__})") from None
     if not (isinstance(checkpoint, dict) and checkpoint.get("format") == CHECKPOINT_FORMAT):
         raise UsageError(f"checkpoint {path} is not a model.pt written by these scripts")
+    if "obs_dim" in checkpoint["agent_config"]:  # written before images (most benchmark runs')
+        checkpoint["agent_config"]["obs_shape"] = [checkpoint["agent_config"].pop("obs_dim")]
     try:  # a network of other shapes than Agent builds: say, an edited CNN_CONVS
         Agent(**checkpoint["agent_config"]).load_state_dict(checkpoint["agent"])
-    except RuntimeError:
+    except (RuntimeError, TypeError):  # other shapes, or other arguments
         raise UsageError(f"checkpoint {path} holds a network of other shapes than this script's")
     return checkpoint
 

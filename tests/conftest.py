@@ -18,6 +18,11 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 
+def pytest_configure(config):
+    config.addinivalue_line("markers", "learning: a check that the scripts learn (minutes of training); "
+                                       "the README's second test command runs them")
+
+
 def load(name):
     """Import a script as a module (importing has no side effects)."""
     return importlib.import_module(name)

@@ -270,7 +270,8 @@ def test_bad_input_gets_one_line_and_a_nonzero_exit(tmp_path, name, args):
     assert not (tmp_path / "results").exists()
 
 
-@pytest.mark.parametrize("name", ["run", "report", "speed", "cg_quality", "evaluate", "warm_up", "sb3_ppo"])
+@pytest.mark.parametrize("name", ["run", "report", "speed", "cg_quality", "evaluate", "warm_up", "sb3_ppo",
+                                  "locomotion"])
 def test_help_states_every_default(name):
     result = tool(name, "--help", cwd=REPO)
     assert result.returncode == 0
@@ -326,12 +327,12 @@ def test_speed_runs_the_cleanrl_pair_from_a_git_directory(tmp_path):
 
 
 def test_atari_speed_alternates_rounds_and_reports_medians(tmp_path):
-    result = tool("atari_speed", "--scripts", "ppo_clip", "--variant", "ppo_clip --num-envs 4", "--steps", 1024,
+    result = tool("atari_speed", "--scripts", "ppo_clip", "--variant", "ppo_clip --update-epochs 1", "--steps", 1024,
                   "--rounds", 2, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     order = re.findall(r"^\[atari_speed.py\] (.+): [\d,]+ SPS$", result.stdout, re.M)
-    assert order == ["raw env", "ppo_clip", "ppo_clip --num-envs 4"] * 2  # alternating, round by round
-    row = re.search(r"^ppo_clip --num-envs 4\s+([\d,]+)\s+([\d,]+)\s+([\d,]+)\s+\d+%$", result.stdout, re.M)
+    assert order == ["raw env", "ppo_clip", "ppo_clip --update-epochs 1"] * 2  # alternating, round by round
+    row = re.search(r"^ppo_clip --update-epochs 1\s+([\d,]+)\s+([\d,]+)\s+([\d,]+)\s+\d+%$", result.stdout, re.M)
     rounds = [float(x.replace(",", "")) for x in row.groups()[:2]]
     assert abs(float(row.group(3).replace(",", "")) - sum(rounds) / 2) <= 1  # the median of two
 
@@ -516,3 +517,21 @@ def test_atari_bins_averages_the_games_ending_in_each_bin(tmp_path):
     assert lines[0] == "| run | to step | 0–50K | 50–100K |"
     assert lines[2] == f"| {tmp_path.name}/a-ours | 51,200 | 2.00 | 4.00* |"
     assert len(lines) == 6
+
+
+def test_locomotion_bins_returns_and_lengths_and_measures_forward_velocity(tmp_path):
+    result = run_script("ppo_clip", "--env", "Hopper-v5", *SCRIPT_FLAGS, "--total-timesteps", 256,
+                        "--run-dir", "runs/seed1", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    table = tool("locomotion", "--bin", 128, "--bins", 2, "--velocity-episodes", 1, "runs", cwd=tmp_path)
+    assert table.returncode == 0, table.stderr
+    row = next(line for line in table.stdout.splitlines() if line.startswith("| runs/seed1 |"))
+    cells = [cell.strip() for cell in row.strip("|").split("|")]
+    episodes = [(int(r["global_step"]), float(r["return"]), int(r["length"]))
+                for r in csv.DictReader(open(tmp_path / "runs" / "seed1" / "episodes.csv"))]
+    first = [(r, n) for step, r, n in episodes if step <= 128]
+    assert cells[2] == f"{np.mean([r for r, _ in first]):,.0f} / {np.mean([n for _, n in first]):.0f}"
+    assert cells[5] == "–"  # no eval.json
+    float(cells[6])  # Hopper reports x_velocity: a number, not a dash
+    bad = tool("locomotion", "nowhere", cwd=tmp_path)
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1

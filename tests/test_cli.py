@@ -65,8 +65,13 @@ def test_run_writes_the_documented_outputs(script, trained):
     assert "obs_rms.mean" in checkpoint["agent"] and checkpoint["optimizers"]
     # Each observation counted once: the warm-up took the first rollout's, the update the second's.
     assert checkpoint["agent"]["obs_rms.count"].item() == 128
-    # One compact console line per update.
-    assert len([line for line in result.stdout.splitlines() if line.startswith(f"[{script}] step")]) == 2
+    assert config["world_size"] == checkpoint["world_size"] == 1
+    # One compact console line per update, between a first line saying what trains and where,
+    # and a last one saying where the model is and how to evaluate it.
+    lines = result.stdout.splitlines()
+    assert len([line for line in lines if line.startswith(f"[{script}] step")]) == 2
+    assert lines[0] == f"[{script}] training CartPole-v1 at step 0 of 128 in run"
+    assert lines[-1] == f"[{script}] saved run/model.pt; evaluate it with: python {script}.py --eval run/model.pt"
 
 
 def test_eval_uses_the_saved_agent(script, trained, module):
@@ -166,6 +171,9 @@ BAD_INPUT = [
     (["--num-steps", "100", "--num-minibatches", "32"], "does not divide"),
     (["--total-timesteps", "1000"], "less than one batch"),
     (["--device", "tpu"], "invalid choice"),
+    (["--seed", "-1"], "must be an integer in [0, 4294967296)"),  # NumPy's seeding would fail later
+    (["--seed", str(2**32)], "must be an integer in [0, 4294967296)"),
+    (["--eval", "missing/model.pt", "--seed", "-1"], "must be an integer in [0, 4294967296)"),
     (["--eval", "missing/model.pt"], "does not exist"),
     (["--resume", "missing"], "does not exist"),
 ]
@@ -207,6 +215,34 @@ def test_resume_refuses_another_algorithms_run(script, trained):
     result = run_script(other, "--resume", run_dir, "--total-timesteps", "256", cwd=run_dir.parent)
     assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
     assert f"is a {script} run, this script is {other}" in result.stderr
+
+
+def test_resume_with_a_run_dir_is_refused(script, trained):
+    run_dir, _ = trained(script)
+    before = sorted((p.name, p.stat().st_mtime_ns) for p in run_dir.iterdir())
+    result = run_script(script, "--resume", run_dir, "--run-dir", "elsewhere", "--total-timesteps", "256",
+                        cwd=run_dir.parent)
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert "--run-dir cannot be given with --resume" in result.stderr
+    assert sorted((p.name, p.stat().st_mtime_ns) for p in run_dir.iterdir()) == before
+    assert not (run_dir.parent / "elsewhere").exists()
+
+
+def test_the_eta_counts_days(module, capsys, tmp_path):
+    """27.8 hours left at 100 steps per second: '1d 03:46:40', not a clock that wrapped."""
+    run = module.Run.__new__(module.Run)  # only what log() reads
+    run.args = module.parse_args(["--total-timesteps", "10000000"])
+    run.dir, run.games, run.tb, run.elapsed, run.start_step, run.global_step = tmp_path, [], None, 0.0, 0, 0
+    run.start_time = time.time() - 1.0
+    run.global_step = 100  # 100 steps in about a second
+    run.log([], {})
+    eta = capsys.readouterr().out.split("ETA ")[1].strip()
+    assert re.fullmatch(r"1d 0[34]:\d\d:\d\d", eta), eta
+
+
+def test_no_private_torch_api(script):
+    """A copied file must survive another torch release: nothing under torch._ is used."""
+    assert not re.search(r"torch\._", (REPO / f"{script}.py").read_text())
 
 
 def test_existing_run_directory_is_never_overwritten(script, tmp_path):

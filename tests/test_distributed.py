@@ -3,6 +3,7 @@ rank 0 writes everything, normalizers merge every rank's data, runs resume with
 another number of ranks. All traffic stays on the loopback interface."""
 
 import csv
+import json
 import socket
 import subprocess
 import sys
@@ -46,9 +47,13 @@ def test_two_ranks_train_in_lockstep_and_resume_with_one(script, tmp_path):
     checkpoint = torch.load(run_dir / "model.pt", weights_only=True)
     assert checkpoint["agent"]["obs_rms.count"].item() == 256  # every observation of both ranks
     assert checkpoint["reward_scaler"]["count"].item() == 256
+    assert checkpoint["world_size"] == json.loads((run_dir / "config.json").read_text())["world_size"] == 2
     resumed = run_script(script, "--resume", "run", "--total-timesteps", "384", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr
     assert [int(r["global_step"]) for r in rows(run_dir / "progress.csv")] == [128, 256, 320, 384]
+    # One rank where there were two: allowed, and said in one line, since the batch halves.
+    assert f"[{script}] the run had 2 ranks, now 1: the global batch changes from 128 to 64 steps" in resumed.stdout
+    assert json.loads((run_dir / "config.json").read_text())["world_size"] == 1
 
 
 def free_port():
@@ -80,6 +85,7 @@ def test_normalizer_merges_every_ranks_observations(tmp_path):
         assert state["count"].item() == 40
 
 
+@pytest.mark.learning
 @pytest.mark.parametrize("script", ["ppo_clip"])
 def test_two_ranks_learn_like_one_rank_with_two_envs(script, tmp_path):
     one = run_script(script, "--num-envs", "2", "--total-timesteps", "100000", "--run-dir", "one", cwd=tmp_path,

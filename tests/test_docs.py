@@ -15,9 +15,10 @@ def test_readme_is_short_and_points_to_help():
     assert "--help" in README
 
 
-def test_ci_runs_the_readme_test_command():
+def test_ci_runs_the_readme_test_commands():
     blocks = re.findall(r"```bash\n(.*?)```", README, re.S)
-    test_command = next(line for block in blocks for line in block.splitlines() if "pytest" in line)
+    commands = [line.split("#")[0].strip() for block in blocks for line in block.splitlines() if "pytest" in line]
     ci = (REPO / ".ci" / "run").read_text().splitlines()
-    assert ci[-1] == test_command
+    assert len(commands) == 2 and [line for line in ci if "pytest" in line] == commands
+    assert '-m "not learning"' in commands[0] and "-m learning" in commands[1]
     assert any("pip install" in line and "-r requirements-dev.txt" in line for line in ci)

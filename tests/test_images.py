@@ -190,6 +190,7 @@ def test_sign_rewards_leave_the_logs_raw(tmp_path):
     assert "return 120.0 | length 12" in result.stdout
 
 
+@pytest.mark.learning
 def test_each_script_learns_from_pixels(script, tmp_path):
     """PixelSide-v0: a random policy scores 4 of 8; seeing the square scores 8."""
     result = run_script(script, "--env", "tests.toy_envs:PixelSide-v0", "--num-steps", "256",
@@ -289,3 +290,20 @@ def test_two_ranks_train_on_images(tmp_path):
     for state0, state1 in zip(*ranks):
         assert all(torch.equal(state0[name], state1[name]) for name in state0)
     assert [int(r["global_step"]) for r in rows(tmp_path / "run" / "progress.csv")] == [64, 128]
+
+
+def test_old_checkpoints_with_obs_dim_still_load(tmp_path):
+    ppo_clip = load("ppo_clip")
+    agent = ppo_clip.Agent(obs_shape=(3,), action_dim=2, continuous=False)
+    config = {k: v for k, v in agent.config.items() if k != "obs_shape"}
+    torch.save({"format": ppo_clip.CHECKPOINT_FORMAT, "agent_config": {"obs_dim": 3, **config},
+                "agent": agent.state_dict()}, tmp_path / "model.pt")
+    loaded = ppo_clip.load_agent(tmp_path / "model.pt")
+    obs = torch.randn(4, 3)
+    assert torch.equal(loaded.get_value(obs), agent.get_value(obs))
+    committed = REPO / "benchmarks" / "results" / "Hopper-v5" / "ppo_clip" / "seed1" / "model.pt"
+    assert ppo_clip.load_agent(committed).config["obs_shape"] == [11]  # the benchmarks' own, obs_dim
+    torch.save({"format": ppo_clip.CHECKPOINT_FORMAT, "agent_config": {"widths": 3, **config},
+                "agent": agent.state_dict()}, tmp_path / "other.pt")
+    with pytest.raises(ppo_clip.UsageError, match="other shapes"):
+        ppo_clip.load_agent(tmp_path / "other.pt")  # an argument Agent does not take: one line

@@ -3,6 +3,7 @@
 import csv
 
 import numpy as np
+import pytest
 
 from benchmarks.solved import steps_to_threshold
 from tests.conftest import run_script
@@ -11,6 +12,8 @@ CARTPOLE_BUDGET = 100_000  # the issue's bar: solved "well inside" this many ste
 SOLVED_RETURN, SOLVED_WINDOW = 475.0, 20  # CartPole-v1's threshold, as in Gymnasium's spec
 PENDULUM_BUDGET = 100_000
 PENDULUM_GAIN = 300.0  # random play scores about -1200 per episode; learning must add at least this
+
+pytestmark = pytest.mark.learning  # minutes of training: the README's second test command
 
 
 def test_solves_cartpole(script, tmp_path):
