@@ -132,12 +132,12 @@ def test_atari_defaults_in_help_in_the_run_and_under_flags(script):
     assert module.parse_args(["--env", "CartPole-v1"]).num_envs == 1  # other envs keep theirs
 
 
-@pytest.mark.parametrize("script", SCRIPTS)
 # The lightest update each script takes: what these tests check is the plumbing, not the learning.
 LIGHT = {"ppo_clip": ["--update-epochs", "1"], "ppo_penalty": ["--update-epochs", "1"],
          "trpo": ["--vf-epochs", "1", "--cg-iters", "2"]}
 
 
+@pytest.mark.parametrize("script", SCRIPTS)
 def test_breakout_trains_evaluates_resumes_and_refuses_pong(script, tmp_path):
     small = ["--num-envs", "2", "--num-steps", "64", "--num-minibatches", "4", *LIGHT[script]]
     result = run_script(script, "--env", BREAKOUT, *small, "--total-timesteps", "256", "--run-dir", "run",
