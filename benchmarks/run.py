@@ -2,6 +2,8 @@
 
     python benchmarks/run.py --algos ppo_clip trpo --envs Hopper-v5 --seeds 1 2 3
     python benchmarks/run.py --envs CartPole-v1 --total-timesteps 50000 -- --num-steps 256
+    python benchmarks/run.py --algos ppo_penalty --envs Humanoid-v5 --seeds 1 --nproc 2 \
+        --total-timesteps 1000000 --tag s1024 -- --num-steps 1024   # 2 torchrun ranks per run
 
 Layout: each run trains in <results>/<env>/<algo>/seed<k>/ (its --run-dir) and
 its console output goes to <results>/<env>/<algo>/seed<k>.log, outside the run
